@@ -1,0 +1,139 @@
+//! The command line (clap derive). Parsing only: each command's work lives in [`crate::cmd`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::identity::Algorithm;
+
+/// thingswarm: simulate fleets of IoT devices, each with its own X.509 identity, over
+/// mutually authenticated TLS MQTT, and measure the broker truthfully.
+#[derive(Debug, Parser)]
+#[command(name = "thingswarm", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands (see DESIGN.md section 4b for the shape they share).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect and export per-device identities (CA + key + certificate).
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Run a scenario: connect a fleet, drive traffic, write a report. [not built yet]
+    Run(NotBuilt),
+    /// Validate a scenario and print its plan without connecting. [not built yet]
+    Check(NotBuilt),
+    /// Run the embedded mTLS broker standalone. [not built yet]
+    Broker(NotBuilt),
+    /// Evaluate AWS IoT policies offline. [not built yet]
+    Policy(NotBuilt),
+    /// Compare two reports for regressions. [not built yet]
+    Compare(NotBuilt),
+    /// Merge shard reports. [not built yet]
+    Merge(NotBuilt),
+    /// Re-render a saved report. [not built yet]
+    Report(NotBuilt),
+}
+
+/// Arguments of a command that is not built yet: accepted so the command can say so plainly.
+#[derive(Debug, Args)]
+pub struct NotBuilt {
+    /// Ignored: the command is not built yet.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+/// `thingswarm certs ...`
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create the generated CA for an algorithm (a self-signed root, or root -> intermediate).
+    Init {
+        #[command(flatten)]
+        dir: CertsDir,
+        /// Signing algorithm of the CA and of the devices it will sign.
+        #[arg(long, default_value_t = Algorithm::default())]
+        algorithm: Algorithm,
+        /// Root signs an intermediate, which signs devices (devices then send the chain).
+        #[arg(long)]
+        intermediate: bool,
+        /// Replace an existing generated CA (fleets signed by the old one are regenerated on use).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue (or reuse from the cache) N device identities.
+    Issue(IssueArgs),
+    /// Write identities as per-device PEM files (cert, key, chain) for other tools.
+    Export {
+        #[command(flatten)]
+        dir: CertsDir,
+        /// Fleet id (or a unique prefix); optional when the cache holds one fleet.
+        #[arg(long)]
+        fleet: Option<String>,
+        /// Output directory (created 0700; keys 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Export only the first N devices.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// List the CAs and fleets a cache holds.
+    List {
+        #[command(flatten)]
+        dir: CertsDir,
+    },
+    /// Show a fleet's parameters and one device certificate in detail.
+    Inspect {
+        #[command(flatten)]
+        dir: CertsDir,
+        /// Fleet id (or a unique prefix); optional when the cache holds one fleet.
+        #[arg(long)]
+        fleet: Option<String>,
+        /// Which device to show.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+    },
+}
+
+/// The identity cache location, shared by every `certs` command.
+#[derive(Debug, Args)]
+pub struct CertsDir {
+    /// Identity cache directory.
+    #[arg(long, default_value = "certs", value_name = "DIR")]
+    pub certs_dir: PathBuf,
+}
+
+/// `thingswarm certs issue`
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    pub dir: CertsDir,
+    /// Number of devices.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub count: u64,
+    /// Client ID / certificate CN / SAN template; `{index}` or `{index:05}` numbers devices
+    /// from 0.
+    #[arg(long, default_value = "device-{index:05}")]
+    pub client_id: String,
+    /// Signing algorithm: ecdsa-p256-sha256, ecdsa-p384-sha384, ecdsa-p521-sha512,
+    /// rsa{2048,3072,4096}-sha{256,384,512} (the seed's names such as ECDSA-WITH-SHA256 work too).
+    #[arg(long, default_value_t = Algorithm::default())]
+    pub algorithm: Algorithm,
+    /// Days the device certificates stay valid.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub validity_days: u32,
+    /// Your own CA certificate (PEM; the issuing certificate first, then its chain).
+    #[arg(long, requires = "ca_key", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+    /// Your own CA's private key (PEM).
+    #[arg(long, requires = "ca_cert", value_name = "PEM")]
+    pub ca_key: Option<PathBuf>,
+    /// With the generated CA: root -> intermediate -> devices.
+    #[arg(long, conflicts_with = "ca_cert")]
+    pub intermediate: bool,
+    /// Regenerate every identity even if the cache has them.
+    #[arg(long)]
+    pub force: bool,
+}

@@ -1,0 +1,24 @@
+//! thingswarm: a device-fleet simulator and MQTT load generator.
+//!
+//! Every simulated device has its own X.509 identity, speaks MQTT over mutually authenticated
+//! TLS, and is measured with HDR histograms. Data flows one way through the modules:
+//!
+//! ```text
+//! cli ──> cmd ──> scenario (TOML -> Plan)            [not built yet]
+//!                   └─> identity (CA, per-device key+cert, on-disk cache)
+//!                   └─> tls (one rustls ClientConfig per identity)   [not built yet]
+//!                   └─> fleet (device tasks) ──> stats ──> tui / report   [not built yet]
+//! ```
+//!
+//! - [`cli`]: clap definitions only.
+//! - [`cmd`]: one handler per subcommand; the only place that prints.
+//! - [`template`]: `sensor-{index:05}`-style name templates, parsed once.
+//! - [`identity`]: algorithms, CAs (generated or brought), device certificates, the cache.
+//!
+//! Errors are typed inside modules (`thiserror`); handlers add context (`anyhow`); `main.rs`
+//! holds the one map from errors to exit codes.
+
+pub mod cli;
+pub mod cmd;
+pub mod identity;
+pub mod template;

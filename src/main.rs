@@ -1,0 +1,31 @@
+//! The `thingswarm` binary: parse the command line, run it, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use thingswarm::cli::Cli;
+use thingswarm::cmd::{self, NotBuiltYet};
+use thingswarm::identity::IdentityError;
+use thingswarm::template::TemplateError;
+
+/// Exit codes (DESIGN.md section 6): 0 ok, 1 an SLO or expectation failed, 2 bad input,
+/// 3 target unreachable / set-up failed, 130 interrupted.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<IdentityError>() || cause.is::<TemplateError>() || cause.is::<NotBuiltYet>() {
+            return 2;
+        }
+    }
+    1
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cmd::dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("thingswarm: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
