@@ -22,3 +22,4 @@ pub mod cli;
 pub mod cmd;
 pub mod identity;
 pub mod template;
+pub mod tls;
