@@ -213,6 +213,23 @@ fn reusable(dir: &Path, now: i64) -> Result<Option<Fleet>, String> {
     Ok(Some(fleet))
 }
 
+/// How many identities for `spec` the cache already holds, without creating or signing
+/// anything (a generated CA that does not exist yet means none). For `thingswarm check`.
+pub fn cached_count(certs_dir: &Path, spec: &FleetSpec) -> Result<u64, IdentityError> {
+    if let CaSource::Generated { intermediate } = spec.ca {
+        let ca_dir = super::ca::generated_dir(certs_dir, spec.algorithm, intermediate);
+        if !ca_dir.join(super::ca::CA_CERT).exists() {
+            return Ok(0);
+        }
+    }
+    let ca = spec.load_ca(certs_dir)?;
+    let dir = certs_dir.join("fleets").join(fleet_id(&ca, spec));
+    Ok(match reusable(&dir, unix_now()) {
+        Ok(Some(fleet)) => fleet.len() as u64,
+        _ => 0,
+    })
+}
+
 /// Lists every fleet in a cache (unreadable entries are skipped with their error).
 pub fn list(certs_dir: &Path) -> Vec<Result<FleetMeta, IdentityError>> {
     let Ok(entries) = std::fs::read_dir(certs_dir.join("fleets")) else {
