@@ -22,8 +22,8 @@ pub enum Command {
     /// Create, list, inspect and export per-device identities (CA + key + certificate).
     #[command(subcommand)]
     Certs(CertsCommand),
-    /// Run a scenario: connect a fleet, drive traffic, write a report. [not built yet]
-    Run(NotBuilt),
+    /// Run a scenario: connect a fleet of mTLS devices, hold, disconnect, write a report.
+    Run(RunArgs),
     /// Validate a scenario and print its plan without connecting. [not built yet]
     Check(NotBuilt),
     /// Run the embedded mTLS broker standalone. [not built yet]
@@ -44,6 +44,27 @@ pub struct NotBuilt {
     /// Ignored: the command is not built yet.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub args: Vec<String>,
+}
+
+/// `thingswarm run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario file (TOML).
+    pub scenario: PathBuf,
+    /// Broker to load instead of the scenario's target: `mqtts://host:port`.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// CA certificate (PEM) to verify the broker's certificate against.
+    #[arg(long, value_name = "PEM")]
+    pub server_ca: Option<PathBuf>,
+    /// Do NOT verify the broker's certificate (encrypted but unauthenticated; warns loudly).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Report directory [default: results/<scenario>-<UTC timestamp>/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub dir: CertsDir,
 }
 
 /// `thingswarm certs ...`

@@ -20,6 +20,12 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod fleet;
 pub mod identity;
+pub mod limits;
+pub mod report;
+pub mod scenario;
+pub mod shutdown;
+pub mod stats;
 pub mod template;
 pub mod tls;

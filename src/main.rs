@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use thingswarm::cli::Cli;
-use thingswarm::cmd::{self, NotBuiltYet};
+use thingswarm::cmd::{self, BadInput, NotBuiltYet, Outcome, TargetError};
+use thingswarm::scenario::ScenarioError;
 use thingswarm::identity::IdentityError;
 use thingswarm::template::TemplateError;
 
@@ -12,8 +13,16 @@ use thingswarm::template::TemplateError;
 /// 3 target unreachable / set-up failed, 130 interrupted.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.is::<IdentityError>() || cause.is::<TemplateError>() || cause.is::<NotBuiltYet>() {
+        if cause.is::<IdentityError>()
+            || cause.is::<TemplateError>()
+            || cause.is::<ScenarioError>()
+            || cause.is::<BadInput>()
+            || cause.is::<NotBuiltYet>()
+        {
             return 2;
+        }
+        if cause.is::<TargetError>() {
+            return 3;
         }
     }
     1
@@ -22,7 +31,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cmd::dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(err) => {
             eprintln!("thingswarm: {err:#}");
             ExitCode::from(exit_code(&err))

@@ -84,13 +84,6 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
             },
         },
     };
-    if !spec.client_id.uses("index") && args.count > 1 {
-        anyhow::bail!(
-            "--client-id `{}` has no {{index}}: all {} devices would share one identity (expected e.g. `sensor-{{index:05}}`)",
-            args.client_id,
-            args.count
-        );
-    }
     let (fleet, report) = cache::ensure(&args.dir.certs_dir, &spec, args.count, args.force)?;
     if let Some(why) = &report.regenerated_because {
         eprintln!("regenerating fleet {}: {why}", fleet.meta().id);

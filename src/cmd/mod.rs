@@ -2,6 +2,7 @@
 //! prints to the user. Each returns `anyhow::Result` with context naming what it was doing.
 
 mod certs;
+mod run;
 
 use crate::cli::{Cli, Command};
 
@@ -10,11 +11,27 @@ use crate::cli::{Cli, Command};
 #[error("`thingswarm {0}` is not built yet in this version")]
 pub struct NotBuiltYet(pub &'static str);
 
+pub use run::TargetError;
+
+/// Input the user must fix (exit code 2), when no module-specific error type fits.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// How a command that did not fail ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished; every check held.
+    Done,
+    /// Stopped by Ctrl-C; the report was written.
+    Interrupted,
+}
+
 /// Runs the parsed command line.
-pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
-        Command::Certs(cmd) => certs::run(cmd),
-        Command::Run(_) => Err(NotBuiltYet("run").into()),
+        Command::Certs(cmd) => certs::run(cmd).map(|()| Outcome::Done),
+        Command::Run(args) => run::run(args),
         Command::Check(_) => Err(NotBuiltYet("check").into()),
         Command::Broker(_) => Err(NotBuiltYet("broker").into()),
         Command::Policy(_) => Err(NotBuiltYet("policy").into()),

@@ -158,6 +158,9 @@ pub fn ensure(
     count: u64,
     force: bool,
 ) -> Result<(Fleet, EnsureReport), IdentityError> {
+    if count > 1 && !spec.client_id.uses("index") {
+        return Err(IdentityError::SharedIdentity { template: spec.client_id.source().into(), count });
+    }
     let ca = spec.load_ca(certs_dir)?;
     let id = fleet_id(&ca, spec);
     let dir = certs_dir.join("fleets").join(&id);

@@ -10,7 +10,7 @@
 pub mod algorithm;
 pub mod ca;
 pub mod cache;
-mod device;
+pub mod device;
 mod fs;
 
 use std::io;
@@ -83,6 +83,14 @@ pub enum IdentityError {
     /// A bad algorithm name.
     #[error(transparent)]
     Algorithm(#[from] AlgorithmError),
+    /// A client-ID template without `{index}` would give every device the same identity.
+    #[error("client-ID template `{template}` has no {{index}}: all {count} devices would share one identity (expected e.g. `sensor-{{index:05}}`)")]
+    SharedIdentity {
+        /// The template.
+        template: String,
+        /// How many devices were asked for.
+        count: u64,
+    },
     /// Certificate generation failed inside rcgen.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),

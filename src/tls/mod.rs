@@ -1,4 +1,17 @@
 //! TLS for devices: one rustls `ClientConfig` per identity, shared by `Arc`.
+//!
+//! Why one config per identity: the client certificate lives in the config, and rumqttc's
+//! `TlsConfiguration::Simple` would rebuild (and re-parse) it on every reconnect. Session
+//! resumption is disabled: a cache shared across identities would mix them, and a per-device
+//! cache costs memory for reconnects the runner does not make.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider.
 ///
@@ -7,4 +20,122 @@
 /// once at start-up (main, each test, each bench); later calls are harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The server CA could not be used as a trust anchor.
+    #[error("server CA: {0}")]
+    BadServerCa(String),
+    /// rustls refused the client certificate or key.
+    #[error("client identity `{client_id}`: {source}")]
+    ClientIdentity {
+        /// Which device.
+        client_id: String,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+}
+
+/// How devices check the broker's certificate.
+#[derive(Clone)]
+pub struct ServerTrust {
+    verifier: Option<Arc<dyn ServerCertVerifier>>,
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerTrust {
+    /// Verify the server's chain and name against these trust anchors (the default).
+    pub fn roots(cas: &[CertificateDer<'static>]) -> Result<ServerTrust, TlsError> {
+        let mut store = RootCertStore::empty();
+        for ca in cas {
+            store.add(ca.clone()).map_err(|e| TlsError::BadServerCa(e.to_string()))?;
+        }
+        if store.is_empty() {
+            return Err(TlsError::BadServerCa("no certificate given (expected a PEM CA certificate)".into()));
+        }
+        Ok(ServerTrust { verifier: None, roots: Arc::new(store), provider: provider() })
+    }
+
+    /// Accept any server certificate (`--insecure`). Handshake signatures are still checked,
+    /// so the connection is encrypted, but not authenticated: the caller warns loudly.
+    pub fn insecure() -> ServerTrust {
+        let provider = provider();
+        ServerTrust {
+            verifier: Some(Arc::new(AcceptAnyServer(provider.clone()))),
+            roots: Arc::new(RootCertStore::empty()),
+            provider,
+        }
+    }
+
+    /// Whether server verification is off.
+    pub fn is_insecure(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// Builds the config for one device identity.
+    pub fn client_config(
+        &self,
+        client_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<ClientConfig>, TlsError> {
+        let builder = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .expect("aws-lc-rs supports TLS 1.2 and 1.3");
+        let builder = match &self.verifier {
+            Some(v) => builder.dangerous().with_custom_certificate_verifier(v.clone()),
+            None => builder.with_root_certificates(self.roots.clone()),
+        };
+        let mut config = builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|source| TlsError::ClientIdentity { client_id: client_id.to_string(), source })?;
+        config.resumption = Resumption::disabled();
+        Ok(Arc::new(config))
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The `--insecure` verifier: any certificate, any name; signatures still verified.
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

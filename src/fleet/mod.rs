@@ -1,0 +1,239 @@
+//! The fleet runner: one tokio task per device, connects paced per group, a hold, a clean end.
+//!
+//! ```text
+//! per group: spawner --(pacer: due times; semaphore: max_in_flight)--> device tasks
+//! device:    build TLS config -> connect (timed) -> serve until stop -> DISCONNECT
+//! runner:    ramp (until every device attempted) -> hold (plan.duration) -> drain -> done
+//! ```
+//!
+//! Devices record into the shared [`Recorder`]; the aggregator ticks snapshots out to readers.
+//! A device failure is counted and classified, never fatal to the run. Reconnects: none (the
+//! runner owns that policy and this version does not reconnect).
+
+pub mod failure;
+pub mod pacer;
+pub mod session;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::identity::Fleet;
+use crate::scenario::{GroupPlan, Plan};
+use crate::stats::{Aggregator, Phase, Recorder, Snapshot, TimelinePoint};
+use crate::tls::ServerTrust;
+use pacer::Pacer;
+use session::{Session, SessionOptions};
+
+/// How often the aggregator publishes a snapshot.
+pub const TICK: Duration = Duration::from_millis(250);
+/// How long devices get to send DISCONNECT at the end.
+const DISCONNECT_WITHIN: Duration = Duration::from_secs(2);
+/// Upper bound on the drain phase.
+const DRAIN_WITHIN: Duration = Duration::from_secs(10);
+
+/// The broker the devices connect to, resolved (embedded or external).
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Host to connect to; also the TLS server name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// How the server certificate is checked.
+    pub trust: ServerTrust,
+}
+
+/// What a run produced, for the report.
+pub struct RunResult {
+    /// The last snapshot (taken after the drain).
+    pub last: Snapshot,
+    /// Connect latency over the whole run.
+    pub connect: Histogram<u64>,
+    /// Once-per-second gauges.
+    pub timeline: Vec<TimelinePoint>,
+    /// Time from the first connect attempt until every device had been attempted.
+    pub ramp: Duration,
+    /// Whether `stop` ended the run early.
+    pub interrupted: bool,
+}
+
+struct GroupCtx {
+    group: usize,
+    plan: GroupPlan,
+    fleet: Arc<Fleet>,
+    endpoint: Endpoint,
+    recorder: Arc<Recorder>,
+}
+
+/// Runs `plan` with one loaded identity fleet per group against `endpoint`. Cancelling `stop`
+/// (Ctrl-C, `q`) ends the run early but still drains devices and returns the figures.
+/// Every snapshot is also sent on `snapshots` for live readers.
+pub async fn run(
+    plan: &Plan,
+    fleets: Vec<Arc<Fleet>>,
+    endpoint: Endpoint,
+    stop: CancellationToken,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+) -> RunResult {
+    let planned = plan.total_devices();
+    let recorder = Arc::new(Recorder::new(plan.groups.len()));
+    let mut aggregator = Aggregator::new(recorder.clone(), planned);
+    let devices_stop = stop.child_token();
+    let tracker = TaskTracker::new();
+    let started = Instant::now();
+
+    let ticker = {
+        let stop_ticks = CancellationToken::new();
+        let guard = stop_ticks.clone();
+        let handle = tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = guard.cancelled() => return aggregator,
+                    _ = every.tick() => { snapshots.send_replace(Arc::new(aggregator.tick())); }
+                }
+            }
+        });
+        (stop_ticks, handle)
+    };
+
+    for (g, (group, fleet)) in plan.groups.iter().zip(fleets).enumerate() {
+        let ctx = Arc::new(GroupCtx {
+            group: g,
+            plan: group.clone(),
+            fleet,
+            endpoint: endpoint.clone(),
+            recorder: recorder.clone(),
+        });
+        tracker.spawn(spawn_group(ctx, tracker.clone(), devices_stop.clone()));
+    }
+
+    // Ramp: until every planned device has connected, failed or been cancelled.
+    while !stop.is_cancelled() {
+        let t = recorder.totals();
+        if t.connects + t.failed + t.cancelled >= planned {
+            break;
+        }
+        tokio::select! { _ = stop.cancelled() => {}, _ = sleep(Duration::from_millis(20)) => {} }
+    }
+    let ramp = started.elapsed();
+
+    recorder.set_phase(Phase::Hold);
+    tokio::select! { _ = stop.cancelled() => {}, _ = sleep(plan.duration) => {} }
+
+    recorder.set_phase(Phase::Drain);
+    devices_stop.cancel();
+    tracker.close();
+    let _ = timeout(DRAIN_WITHIN, tracker.wait()).await;
+    recorder.set_phase(Phase::Done);
+
+    ticker.0.cancel();
+    let mut aggregator = ticker.1.await.expect("aggregator task does not panic");
+    let last = aggregator.tick();
+    RunResult {
+        last,
+        connect: aggregator.connect_histogram().clone(),
+        timeline: aggregator.timeline().to_vec(),
+        ramp,
+        interrupted: stop.is_cancelled(),
+    }
+}
+
+/// Starts a group's devices on its pacer's schedule, never more than `max_in_flight`
+/// connecting at once (more overflow common listen backlogs and turn into SYN retransmits).
+async fn spawn_group(ctx: Arc<GroupCtx>, tracker: TaskTracker, stop: CancellationToken) {
+    let pacer = Pacer::new(Instant::now(), ctx.plan.connect.rate);
+    let slots = Arc::new(Semaphore::new(ctx.plan.connect.max_in_flight));
+    for k in 0..ctx.plan.devices {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = async { sleep_until(pacer.due(k)).await; slots.clone().acquire_owned().await } => {
+                p.expect("semaphore is never closed")
+            }
+        };
+        tracker.spawn(device(ctx.clone(), k as usize, permit, stop.clone()));
+    }
+    let never = ctx.plan.devices - ctx.recorder.group(ctx.group).attempted.load(Relaxed);
+    if stop.is_cancelled() && never > 0 {
+        // Devices whose turn never came count as cancelled, so the ramp accounting closes.
+        ctx.recorder.group(ctx.group).cancelled.fetch_add(never, Relaxed);
+    }
+}
+
+/// One device's life: connect (timed), hold the session, disconnect.
+async fn device(ctx: Arc<GroupCtx>, index: usize, permit: OwnedSemaphorePermit, stop: CancellationToken) {
+    let counters = ctx.recorder.group(ctx.group);
+    counters.attempted.fetch_add(1, Relaxed);
+    let client_id = ctx.fleet.client_id(index);
+    let tls = match ctx.endpoint.trust.client_config(&client_id, ctx.fleet.cert_chain(index), ctx.fleet.key(index).clone_key()) {
+        Ok(tls) => tls,
+        Err(e) => {
+            counters.failed.fetch_add(1, Relaxed);
+            ctx.recorder.error("tls: client identity", e.to_string());
+            return;
+        }
+    };
+    let mut session = Session::new(SessionOptions {
+        client_id: client_id.clone(),
+        host: &ctx.endpoint.host,
+        port: ctx.endpoint.port,
+        protocol: ctx.plan.protocol,
+        keepalive: ctx.plan.keepalive,
+        clean_session: ctx.plan.clean_session,
+        timeout: ctx.plan.connect.timeout,
+        tls,
+    });
+
+    counters.connecting.fetch_add(1, Relaxed);
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
+        r = timeout(ctx.plan.connect.timeout, session.connect()) => Some(r),
+    };
+    let took = started.elapsed();
+    counters.connecting.fetch_sub(1, Relaxed);
+    drop(permit);
+    match outcome {
+        None => {
+            counters.cancelled.fetch_add(1, Relaxed);
+            return;
+        }
+        Some(Err(_)) => {
+            counters.failed.fetch_add(1, Relaxed);
+            let limit = ctx.plan.connect.timeout;
+            ctx.recorder.error("connect timeout", format!("{client_id}: no CONNACK within {limit:?}"));
+            return;
+        }
+        Some(Ok(Err(f))) => {
+            counters.failed.fetch_add(1, Relaxed);
+            ctx.recorder.error(f.class, format!("{client_id}: {}", f.detail));
+            return;
+        }
+        Some(Ok(Ok(()))) => {
+            ctx.recorder.connect_latency(index, took);
+            counters.connects.fetch_add(1, Relaxed);
+            counters.connected.fetch_add(1, Relaxed);
+        }
+    }
+
+    tokio::select! {
+        _ = stop.cancelled() => {
+            session.disconnect(DISCONNECT_WITHIN).await;
+            counters.connected.fetch_sub(1, Relaxed);
+            counters.closed.fetch_add(1, Relaxed);
+        }
+        f = session.serve() => {
+            counters.connected.fetch_sub(1, Relaxed);
+            counters.dropped.fetch_add(1, Relaxed);
+            ctx.recorder.error(f.class, format!("{client_id}: {}", f.detail));
+        }
+    }
+}
