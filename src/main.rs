@@ -6,13 +6,18 @@ use clap::Parser;
 use thingswarm::cli::Cli;
 use thingswarm::cmd::{self, NotBuiltYet};
 use thingswarm::identity::IdentityError;
+use thingswarm::scenario::ScenarioError;
 use thingswarm::template::TemplateError;
 
 /// Exit codes (DESIGN.md section 6): 0 ok, 1 an SLO or expectation failed, 2 bad input,
 /// 3 target unreachable / set-up failed, 130 interrupted.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.is::<IdentityError>() || cause.is::<TemplateError>() || cause.is::<NotBuiltYet>() {
+        if cause.is::<IdentityError>()
+            || cause.is::<TemplateError>()
+            || cause.is::<ScenarioError>()
+            || cause.is::<NotBuiltYet>()
+        {
             return 2;
         }
     }

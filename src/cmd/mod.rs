@@ -2,6 +2,7 @@
 //! prints to the user. Each returns `anyhow::Result` with context naming what it was doing.
 
 mod certs;
+mod check;
 
 use crate::cli::{Cli, Command};
 
@@ -15,7 +16,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Certs(cmd) => certs::run(cmd),
         Command::Run(_) => Err(NotBuiltYet("run").into()),
-        Command::Check(_) => Err(NotBuiltYet("check").into()),
+        Command::Check(args) => check::run(args),
         Command::Broker(_) => Err(NotBuiltYet("broker").into()),
         Command::Policy(_) => Err(NotBuiltYet("policy").into()),
         Command::Compare(_) => Err(NotBuiltYet("compare").into()),
