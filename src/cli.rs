@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::identity::Algorithm;
+use crate::scenario::Overrides;
 
 /// thingswarm: simulate fleets of IoT devices, each with its own X.509 identity, over
 /// mutually authenticated TLS MQTT, and measure the broker truthfully.
@@ -24,8 +25,9 @@ pub enum Command {
     Certs(CertsCommand),
     /// Run a scenario: connect a fleet of mTLS devices, hold, disconnect, write a report.
     Run(RunArgs),
-    /// Validate a scenario and print its plan without connecting. [not built yet]
-    Check(NotBuilt),
+    /// Validate a scenario and print its plan (groups, identities, pacing, timing) without
+    /// connecting or signing anything.
+    Check(CheckArgs),
     /// Run the embedded mTLS broker standalone. [not built yet]
     Broker(NotBuilt),
     /// Evaluate AWS IoT policies offline. [not built yet]
@@ -46,25 +48,61 @@ pub struct NotBuilt {
     pub args: Vec<String>,
 }
 
-/// `thingswarm run`
+/// `thingswarm run SCENARIO`
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The scenario file (TOML).
+    /// The scenario file (TOML; see scenarios/README.md).
+    #[arg(value_name = "SCENARIO")]
     pub scenario: PathBuf,
-    /// Broker to load instead of the scenario's target: `mqtts://host:port`.
-    #[arg(long, value_name = "URL")]
-    pub target: Option<String>,
-    /// CA certificate (PEM) to verify the broker's certificate against.
-    #[arg(long, value_name = "PEM")]
-    pub server_ca: Option<PathBuf>,
-    /// Do NOT verify the broker's certificate (encrypted but unauthenticated; warns loudly).
-    #[arg(long)]
-    pub insecure: bool,
+    /// Overrides of the scenario's `[target]`.
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Report directory [default: results/<scenario>-<UTC timestamp>/].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Where identities are cached (missing ones are generated).
     #[command(flatten)]
     pub dir: CertsDir,
+}
+
+/// `thingswarm check SCENARIO`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The scenario file (TOML; see scenarios/README.md).
+    #[arg(value_name = "SCENARIO")]
+    pub scenario: PathBuf,
+    /// Overrides of the scenario's `[target]`.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Where cached identities are counted (nothing is created).
+    #[command(flatten)]
+    pub dir: CertsDir,
+}
+
+/// Where to point a scenario, overriding its `[target]`: shared by `check` and `run` so a
+/// command line that checks is the command line that runs.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// External broker to use instead of the scenario's target (mqtts://host:port).
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// CA (PEM) that verifies the external broker's certificate; replaces `server_ca`.
+    #[arg(long, value_name = "PEM")]
+    pub server_ca: Option<PathBuf>,
+    /// Do not verify the external broker's certificate (devices still present theirs).
+    #[arg(long, conflicts_with = "server_ca")]
+    pub insecure: bool,
+}
+
+impl TargetArgs {
+    /// The flags as scenario overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            target: self.target.clone(),
+            server_ca: self.server_ca.clone(),
+            insecure: self.insecure,
+        }
+    }
 }
 
 /// `thingswarm certs ...`

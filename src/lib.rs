@@ -4,7 +4,7 @@
 //! TLS, and is measured with HDR histograms. Data flows one way through the modules:
 //!
 //! ```text
-//! cli ──> cmd ──> scenario (TOML -> Plan)            [not built yet]
+//! cli ──> cmd ──> scenario (TOML -> Plan)
 //!                   └─> identity (CA, per-device key+cert, on-disk cache)
 //!                   └─> tls (one rustls ClientConfig per identity)   [not built yet]
 //!                   └─> fleet (device tasks) ──> stats ──> tui / report   [not built yet]
@@ -12,6 +12,8 @@
 //!
 //! - [`cli`]: clap definitions only.
 //! - [`cmd`]: one handler per subcommand; the only place that prints.
+//! - [`scenario`]: the scenario file's strict TOML model, validated into one `Plan` (errors
+//!   carry `file:line:col`) before anything is signed or connected.
 //! - [`template`]: `sensor-{index:05}`-style name templates, parsed once.
 //! - [`identity`]: algorithms, CAs (generated or brought), device certificates, the cache.
 //!

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use thingswarm::cli::Cli;
 use thingswarm::cmd::{self, BadInput, NotBuiltYet, Outcome, TargetError};
-use thingswarm::scenario::ScenarioError;
 use thingswarm::identity::IdentityError;
+use thingswarm::scenario::ScenarioError;
 use thingswarm::template::TemplateError;
 
 /// Exit codes (DESIGN.md section 6): 0 ok, 1 an SLO or expectation failed, 2 bad input,

@@ -2,6 +2,7 @@
 //! prints to the user. Each returns `anyhow::Result` with context naming what it was doing.
 
 mod certs;
+mod check;
 mod run;
 
 use crate::cli::{Cli, Command};
@@ -32,7 +33,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Certs(cmd) => certs::run(cmd).map(|()| Outcome::Done),
         Command::Run(args) => run::run(args),
-        Command::Check(_) => Err(NotBuiltYet("check").into()),
+        Command::Check(args) => check::run(args).map(|()| Outcome::Done),
         Command::Broker(_) => Err(NotBuiltYet("broker").into()),
         Command::Policy(_) => Err(NotBuiltYet("policy").into()),
         Command::Compare(_) => Err(NotBuiltYet("compare").into()),

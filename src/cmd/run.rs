@@ -15,7 +15,7 @@ use crate::cli::RunArgs;
 use crate::fleet::{self, Endpoint};
 use crate::identity::cache;
 use crate::report::{self, ClientUsage, Environment, GroupReport, HistogramReport, IdentityInfo, Phases, Report, ScenarioEcho, TargetInfo};
-use crate::scenario::{Overrides, Plan, Target};
+use crate::scenario::{Plan, Target};
 use crate::stats::histogram::fmt_us;
 use crate::stats::{rusage, Snapshot};
 use crate::tls::ServerTrust;
@@ -30,8 +30,7 @@ const FD_RESERVE: u64 = 200;
 
 /// Runs a scenario end to end.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
-    let overrides = Overrides { target: args.target.clone(), server_ca: args.server_ca.clone(), insecure: args.insecure };
-    let plan = Plan::load(&args.scenario, &overrides)?;
+    let plan = Plan::load(&args.scenario, &args.target.overrides())?;
     crate::tls::install_crypto_provider();
     let (soft, _) = crate::limits::raise_nofile();
     check_fd_budget(&plan, soft)?;

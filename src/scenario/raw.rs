@@ -1,0 +1,80 @@
+//! The scenario file exactly as written: a strict serde model of the TOML.
+//!
+//! Every struct denies unknown keys, so a typo (`devics`) is an error at its line rather than a
+//! silently ignored setting. Values that need checking beyond their TOML type (rates,
+//! durations, URLs, ranges) are kept as [`Spanned`] so validation in the parent module can
+//! point at them. Keys for capabilities that are not built yet are accepted here only so that
+//! validation can refuse them by name.
+
+use std::path::PathBuf;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScenario {
+    pub name: Spanned<String>,
+    pub duration: Spanned<String>,
+    pub target: Option<Spanned<RawTarget>>,
+    pub identity: Option<RawIdentity>,
+    pub group: Option<Spanned<Vec<Spanned<RawGroup>>>>,
+    /// Policy expectations: not built yet.
+    pub expect: Option<Spanned<IgnoredAny>>,
+    /// Service-level objectives: not built yet.
+    pub slo: Option<Spanned<IgnoredAny>>,
+}
+
+/// `[target]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub url: Option<Spanned<String>>,
+    pub server_ca: Option<Spanned<PathBuf>>,
+    pub protocol: Option<Spanned<String>>,
+    /// Server name indication: not built yet.
+    pub sni: Option<Spanned<IgnoredAny>>,
+    /// TLS version / cipher-suite selection: not built yet.
+    pub tls: Option<Spanned<IgnoredAny>>,
+}
+
+/// `[identity]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    /// `"generate"`, `"generate-intermediate"` or `{ cert = "...", key = "..." }`: checked by
+    /// hand so that every wrong shape gets the same message listing the three forms.
+    pub ca: Option<Spanned<toml::Value>>,
+    pub algorithm: Option<Spanned<String>>,
+    pub validity_days: Option<Spanned<u32>>,
+    /// Certificate subject template: not built yet (the CN is the client ID).
+    pub subject: Option<Spanned<IgnoredAny>>,
+}
+
+/// One `[[group]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    pub name: Spanned<String>,
+    pub devices: Spanned<u64>,
+    pub client_id: Spanned<String>,
+    pub connect: Option<RawConnect>,
+    pub keepalive: Option<Spanned<String>>,
+    pub clean_session: Option<bool>,
+    pub protocol: Option<Spanned<String>>,
+    /// Device traffic: not built yet.
+    pub publish: Option<Spanned<IgnoredAny>>,
+    /// Device traffic: not built yet.
+    pub subscribe: Option<Spanned<IgnoredAny>>,
+}
+
+/// A group's `connect = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConnect {
+    pub rate: Option<Spanned<String>>,
+    pub max_in_flight: Option<Spanned<u64>>,
+    pub timeout: Option<Spanned<String>>,
+}
