@@ -22,7 +22,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 fn main() {
-    let (mut devices, mut rate, mut in_flight, mut protocol) = (2000u64, 1000u64, 100u64, "3.1.1".to_string());
+    let (mut devices, mut rate, mut in_flight, mut protocol) =
+        (2000u64, 1000u64, 100u64, "3.1.1".to_string());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().expect("flag value");
@@ -52,15 +53,23 @@ keepalive = "60s"
     let plan = Plan::from_str(&scenario, Path::new("bench.toml"), &Overrides::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let group = &plan.groups[0];
-    let fleet = Arc::new(cache::ensure(tmp.path(), &plan.fleet_spec(group), group.devices, false).unwrap().0);
-    let broker = Mosquitto::start(&[fleet.root().clone()], "").expect("mosquitto starts (apt-get install -y mosquitto)");
+    let fleet = Arc::new(
+        cache::ensure(tmp.path(), &plan.fleet_spec(group), group.devices, false)
+            .unwrap()
+            .0,
+    );
+    let broker = Mosquitto::start(&[fleet.root().clone()], "")
+        .expect("mosquitto starts (apt-get install -y mosquitto)");
     let endpoint = Endpoint {
         host: "127.0.0.1".into(),
         port: broker.addr().port(),
         trust: ServerTrust::roots(&[broker.server_ca_der().clone()]).unwrap(),
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rss_before = current_rss_bytes();
     let cpu_before = usage().cpu;
     let started = Instant::now();

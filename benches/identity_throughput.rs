@@ -45,7 +45,9 @@ fn main() {
     let grow_wall = t.elapsed().as_secs_f64();
     assert_eq!(grown.generated, grow);
 
-    let bundle = std::fs::metadata(fleet.dir().join("identities.bin")).unwrap().len();
+    let bundle = std::fs::metadata(fleet.dir().join("identities.bin"))
+        .unwrap()
+        .len();
     println!(
         "{}",
         serde_json::json!({

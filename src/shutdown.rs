@@ -9,7 +9,9 @@ pub fn on_ctrl_c(stop: CancellationToken) {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
-        eprintln!("\ninterrupted: disconnecting devices and writing the report (Ctrl-C again exits now)");
+        eprintln!(
+            "\ninterrupted: disconnecting devices and writing the report (Ctrl-C again exits now)"
+        );
         stop.cancel();
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);

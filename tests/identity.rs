@@ -9,13 +9,21 @@ use assert_cmd::cargo::CommandCargoExt;
 use thingswarm::identity::{cache, Algorithm, CaSource, FleetSpec};
 
 fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().expect("openssl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
 fn thingswarm(args: &[&str]) -> (i32, String, String) {
-    let out = Command::cargo_bin("thingswarm").unwrap().args(args).output().unwrap();
+    let out = Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -54,18 +62,48 @@ fn check_algorithm(alg: Algorithm, intermediate: bool) {
     assert_eq!(fleet.intermediates().len(), usize::from(intermediate));
 
     let out = tmp.path().join("export");
-    let (code, _, err) = thingswarm(&["certs", "export", "--certs-dir", path(&certs), "--out", path(&out)]);
+    let (code, _, err) = thingswarm(&[
+        "certs",
+        "export",
+        "--certs-dir",
+        path(&certs),
+        "--out",
+        path(&out),
+    ]);
     assert_eq!(code, 0, "{err}");
     for (i, id) in ["dev-000", "dev-001"].iter().enumerate() {
         assert_eq!(fleet.client_id(i), *id);
         let dir = out.join(id);
-        let (cert, key, chain) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("chain.pem"));
-        let (ok, text) = openssl(&["verify", "-CAfile", path(&out.join("root.pem")), "-untrusted", path(&chain), "-purpose", "sslclient", path(&cert)]);
+        let (cert, key, chain) = (
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            dir.join("chain.pem"),
+        );
+        let (ok, text) = openssl(&[
+            "verify",
+            "-CAfile",
+            path(&out.join("root.pem")),
+            "-untrusted",
+            path(&chain),
+            "-purpose",
+            "sslclient",
+            path(&cert),
+        ]);
         assert!(ok, "{alg} intermediate={intermediate}: {text}");
         let (_, text) = openssl(&["x509", "-in", path(&cert), "-noout", "-text"]);
-        assert!(text.contains(&format!("Signature Algorithm: {}", openssl_sig_name(alg))), "{alg}: {text}");
-        assert!(text.contains("TLS Web Client Authentication"), "{alg}: {text}");
-        assert!(text.contains(&format!("Subject: CN={id}")) || text.contains(&format!("Subject: CN = {id}")), "{text}");
+        assert!(
+            text.contains(&format!("Signature Algorithm: {}", openssl_sig_name(alg))),
+            "{alg}: {text}"
+        );
+        assert!(
+            text.contains("TLS Web Client Authentication"),
+            "{alg}: {text}"
+        );
+        assert!(
+            text.contains(&format!("Subject: CN={id}"))
+                || text.contains(&format!("Subject: CN = {id}")),
+            "{text}"
+        );
         assert!(text.contains(&format!("DNS:{id}")), "{text}");
         let (ok, key_pub) = openssl(&["pkey", "-in", path(&key), "-pubout"]);
         assert!(ok, "{alg}: key does not parse: {key_pub}");
@@ -131,15 +169,29 @@ fn cache_reuses_grows_by_the_delta_and_keeps_keys_private() {
     // A crash mid-append leaves a partial record: it is dropped and regenerated, nothing else.
     let bundle = grown.dir().join("identities.bin");
     let len = std::fs::metadata(&bundle).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&bundle).unwrap().set_len(len - 10).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bundle)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
     let (healed, r6) = cache::ensure(&certs, &spec, 250, false).unwrap();
     assert_eq!((r6.reused, r6.generated), (249, 1));
     assert_eq!(healed.cert(248).as_ref(), grown.cert(248).as_ref());
 
-    for dir in [certs.join("ca"), certs.join("ca/ecdsa-p256-sha256"), certs.join("fleets"), grown.dir().to_path_buf()] {
+    for dir in [
+        certs.join("ca"),
+        certs.join("ca/ecdsa-p256-sha256"),
+        certs.join("fleets"),
+        grown.dir().to_path_buf(),
+    ] {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
-    for file in [certs.join("ca/ecdsa-p256-sha256/key.pem"), bundle, grown.dir().join("fleet.json")] {
+    for file in [
+        certs.join("ca/ecdsa-p256-sha256/key.pem"),
+        bundle,
+        grown.dir().join("fleet.json"),
+    ] {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 }
@@ -148,7 +200,18 @@ fn cache_reuses_grows_by_the_delta_and_keeps_keys_private() {
 fn cli_reports_reuse_and_growth() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = path(tmp.path());
-    let args = |n: &'static str| ["certs", "issue", "--certs-dir", dir, "--count", n, "--client-id", "c-{index}"];
+    let args = |n: &'static str| {
+        [
+            "certs",
+            "issue",
+            "--certs-dir",
+            dir,
+            "--count",
+            n,
+            "--client-id",
+            "c-{index}",
+        ]
+    };
     let (code, out, err) = thingswarm(&args("20"));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("0 reused, 20 generated"), "{out}");
@@ -161,21 +224,45 @@ fn cli_reports_reuse_and_growth() {
     assert!(out.contains("c-{index}") && out.contains("30"), "{out}");
     let (code, out, _) = thingswarm(&["certs", "inspect", "--certs-dir", dir, "--index", "7"]);
     assert_eq!(code, 0);
-    assert!(out.contains("CN=c-7") && out.contains("clientAuth"), "{out}");
+    assert!(
+        out.contains("CN=c-7") && out.contains("clientAuth"),
+        "{out}"
+    );
 }
 
 /// Creates an OpenSSL CA (so the test does not trust our own code to make it).
 fn openssl_ca(dir: &Path, name: &str, ca: bool) -> (String, String) {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
-    let ext = if ca { "basicConstraints=critical,CA:TRUE" } else { "basicConstraints=critical,CA:FALSE" };
+    let ext = if ca {
+        "basicConstraints=critical,CA:TRUE"
+    } else {
+        "basicConstraints=critical,CA:FALSE"
+    };
     let (ok, text) = openssl(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30",
-        "-subj", &format!("/O=Example Corp/CN={name}"), "-addext", ext,
-        "-keyout", path(&key), "-out", path(&cert),
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        &format!("/O=Example Corp/CN={name}"),
+        "-addext",
+        ext,
+        "-keyout",
+        path(&key),
+        "-out",
+        path(&cert),
     ]);
     assert!(ok, "{text}");
-    (cert.to_str().unwrap().to_string(), key.to_str().unwrap().to_string())
+    (
+        cert.to_str().unwrap().to_string(),
+        key.to_str().unwrap().to_string(),
+    )
 }
 
 #[test]
@@ -184,14 +271,35 @@ fn bring_your_own_ca_signs_devices_that_openssl_verifies() {
     let (cert, key) = openssl_ca(tmp.path(), "my-root", true);
     let certs = tmp.path().join("certs");
     let (code, out, err) = thingswarm(&[
-        "certs", "issue", "--certs-dir", path(&certs), "--count", "3", "--ca-cert", &cert, "--ca-key", &key,
+        "certs",
+        "issue",
+        "--certs-dir",
+        path(&certs),
+        "--count",
+        "3",
+        "--ca-cert",
+        &cert,
+        "--ca-key",
+        &key,
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("3 generated"), "{out}");
     let export = tmp.path().join("out");
-    let (code, _, err) = thingswarm(&["certs", "export", "--certs-dir", path(&certs), "--out", path(&export)]);
+    let (code, _, err) = thingswarm(&[
+        "certs",
+        "export",
+        "--certs-dir",
+        path(&certs),
+        "--out",
+        path(&export),
+    ]);
     assert_eq!(code, 0, "{err}");
-    let (ok, text) = openssl(&["verify", "-CAfile", &cert, path(&export.join("device-00002/cert.pem"))]);
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        &cert,
+        path(&export.join("device-00002/cert.pem")),
+    ]);
     assert!(ok, "{text}");
 }
 
@@ -205,25 +313,63 @@ fn bring_your_own_ca_refuses_bad_input_with_one_line_naming_the_file() {
     std::fs::write(&garbage, "this is not a certificate\n").unwrap();
     let certs = tmp.path().join("certs");
     let cases = [
-        (cert.as_str(), other_key.as_str(), other_key.as_str(), "does not match"),
-        (leaf.as_str(), leaf_key.as_str(), leaf.as_str(), "is not a CA"),
-        (path(&garbage), key.as_str(), path(&garbage), "no `-----BEGIN CERTIFICATE-----` block"),
-        (cert.as_str(), path(&garbage), path(&garbage), "unreadable private key"),
-        (cert.as_str(), "/nonexistent/key.pem", "/nonexistent/key.pem", "No such file"),
+        (
+            cert.as_str(),
+            other_key.as_str(),
+            other_key.as_str(),
+            "does not match",
+        ),
+        (
+            leaf.as_str(),
+            leaf_key.as_str(),
+            leaf.as_str(),
+            "is not a CA",
+        ),
+        (
+            path(&garbage),
+            key.as_str(),
+            path(&garbage),
+            "no `-----BEGIN CERTIFICATE-----` block",
+        ),
+        (
+            cert.as_str(),
+            path(&garbage),
+            path(&garbage),
+            "unreadable private key",
+        ),
+        (
+            cert.as_str(),
+            "/nonexistent/key.pem",
+            "/nonexistent/key.pem",
+            "No such file",
+        ),
     ];
     for (ca_cert, ca_key, named, needle) in cases {
         let (code, out, err) = thingswarm(&[
-            "certs", "issue", "--certs-dir", path(&certs), "--count", "1", "--ca-cert", ca_cert, "--ca-key", ca_key,
+            "certs",
+            "issue",
+            "--certs-dir",
+            path(&certs),
+            "--count",
+            "1",
+            "--ca-cert",
+            ca_cert,
+            "--ca-key",
+            ca_key,
         ]);
         assert_eq!(code, 2, "{needle}: {out}{err}");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-        assert!(err.contains(named) && err.contains(needle), "{needle}: {err}");
+        assert!(
+            err.contains(named) && err.contains(needle),
+            "{needle}: {err}"
+        );
     }
 }
 
 #[test]
 fn unsupported_and_unknown_algorithms_are_clear_errors() {
-    let (code, _, err) = thingswarm(&["certs", "issue", "--count", "1", "--algorithm", "RSASSAPSS"]);
+    let (code, _, err) =
+        thingswarm(&["certs", "issue", "--count", "1", "--algorithm", "RSASSAPSS"]);
     assert_eq!(code, 2);
     assert!(err.contains("not supported yet"), "{err}");
     let (code, _, err) = thingswarm(&["certs", "issue", "--count", "1", "--algorithm", "ed448"]);

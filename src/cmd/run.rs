@@ -14,7 +14,10 @@ use super::{BadInput, Outcome};
 use crate::cli::RunArgs;
 use crate::fleet::{self, Endpoint};
 use crate::identity::cache;
-use crate::report::{self, ClientUsage, Environment, GroupReport, HistogramReport, IdentityInfo, Phases, Report, ScenarioEcho, TargetInfo};
+use crate::report::{
+    self, ClientUsage, Environment, GroupReport, HistogramReport, IdentityInfo, Phases, Report,
+    ScenarioEcho, TargetInfo,
+};
 use crate::scenario::{Plan, Target};
 use crate::stats::histogram::fmt_us;
 use crate::stats::{rusage, Snapshot};
@@ -35,13 +38,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let (soft, _) = crate::limits::raise_nofile();
     check_fd_budget(&plan, soft)?;
     let started_at = time::OffsetDateTime::now_utc();
-    let out = args.out.clone().unwrap_or_else(|| default_out(&plan.name, started_at));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&plan.name, started_at));
 
     // Identities: reuse the cache, sign what is missing.
     let mut fleets = Vec::new();
     let mut identities = Vec::new();
     for group in &plan.groups {
-        let (fleet, made) = cache::ensure(&args.dir.certs_dir, &plan.fleet_spec(group), group.devices, false)?;
+        let (fleet, made) = cache::ensure(
+            &args.dir.certs_dir,
+            &plan.fleet_spec(group),
+            group.devices,
+            false,
+        )?;
         eprintln!(
             "identities  group {}: {} devices, {} reused, {} generated in {:.2} s ({})",
             group.name,
@@ -65,9 +76,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 
     // Target: the embedded broker (trusting every fleet's root) or the scenario's broker.
     let (endpoint, broker, target) = connect_target(&plan, &fleets)?;
-    eprintln!("target      {} ({})", target.url, target.server_verification);
+    eprintln!(
+        "target      {} ({})",
+        target.url, target.server_verification
+    );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     let wall = Instant::now();
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
@@ -86,9 +103,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
         thingswarm_version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at: started_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        started_at: started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
         interrupted: result.interrupted,
-        scenario: ScenarioEcho { name: plan.name.clone(), file: plan.source.display().to_string(), text: plan.scenario_text.clone() },
+        scenario: ScenarioEcho {
+            name: plan.name.clone(),
+            file: plan.source.display().to_string(),
+            text: plan.scenario_text.clone(),
+        },
         target,
         environment: Environment::current(),
         definitions: report::definitions(),
@@ -99,19 +122,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .groups
             .iter()
             .zip(&result.last.groups)
-            .map(|(g, counts)| GroupReport { name: g.name.clone(), planned: g.devices, protocol: g.protocol.to_string(), counts: *counts })
+            .map(|(g, counts)| GroupReport {
+                name: g.name.clone(),
+                planned: g.devices,
+                protocol: g.protocol.to_string(),
+                counts: *counts,
+            })
             .collect(),
-        phases: Phases { ramp_s: result.ramp.as_secs_f64(), total_s: wall.elapsed().as_secs_f64() },
+        phases: Phases {
+            ramp_s: result.ramp.as_secs_f64(),
+            total_s: wall.elapsed().as_secs_f64(),
+        },
         connect_latency_us: HistogramReport::of(&result.connect),
         errors: result.last.errors.clone(),
         timeline: result.timeline,
         client: ClientUsage {
             cpu_s: usage.cpu.as_secs_f64(),
-            cpu_ms_per_connect: if totals.connects > 0 { usage.cpu.as_secs_f64() * 1e3 / totals.connects as f64 } else { 0.0 },
+            cpu_ms_per_connect: if totals.connects > 0 {
+                usage.cpu.as_secs_f64() * 1e3 / totals.connects as f64
+            } else {
+                0.0
+            },
             max_rss_bytes: usage.max_rss_bytes,
         },
     };
-    report.write(&out).with_context(|| format!("writing the report to {}", out.display()))?;
+    report
+        .write(&out)
+        .with_context(|| format!("writing the report to {}", out.display()))?;
     print!("{}", report.summary());
     println!("  report     {}", out.join("report.json").display());
 
@@ -120,16 +157,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     let unreachable = totals.connects == 0
         && !report.errors.is_empty()
-        && report.errors.iter().all(|e| e.class.starts_with("tcp:") || e.class == "connect timeout");
+        && report
+            .errors
+            .iter()
+            .all(|e| e.class.starts_with("tcp:") || e.class == "connect timeout");
     if unreachable {
-        return Err(TargetError(format!("no device could reach {} (see {})", report.target.url, out.join("report.json").display())).into());
+        return Err(TargetError(format!(
+            "no device could reach {} (see {})",
+            report.target.url,
+            out.join("report.json").display()
+        ))
+        .into());
     }
     Ok(Outcome::Done)
 }
 
 /// Refuses plans that would run out of file descriptors mid-ramp, before any connection.
 fn check_fd_budget(plan: &Plan, soft_limit: u64) -> anyhow::Result<()> {
-    let per_session = if matches!(plan.target, Target::Embedded) { 2 } else { 1 };
+    let per_session = if matches!(plan.target, Target::Embedded) {
+        2
+    } else {
+        1
+    };
     let needed = plan.total_devices() * per_session + FD_RESERVE;
     if needed > soft_limit {
         let hint = if per_session == 2 {
@@ -148,42 +197,84 @@ fn check_fd_budget(plan: &Plan, soft_limit: u64) -> anyhow::Result<()> {
 
 type BrokerGuard = Option<Box<dyn std::any::Any>>;
 
-fn connect_target(plan: &Plan, fleets: &[Arc<crate::identity::Fleet>]) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
+fn connect_target(
+    plan: &Plan,
+    fleets: &[Arc<crate::identity::Fleet>],
+) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     match &plan.target {
         Target::Embedded => embedded(fleets),
-        Target::Broker { host, port, server_ca, insecure } => {
+        Target::Broker {
+            host,
+            port,
+            server_ca,
+            insecure,
+        } => {
             let trust = if *insecure {
                 eprintln!("WARNING: --insecure: the broker's certificate is NOT verified; anyone on the path can impersonate it");
                 ServerTrust::insecure()
             } else {
-                let path = server_ca.as_ref().expect("validated: external targets have a server CA or --insecure");
-                ServerTrust::roots(&read_pem_certs(path)?).with_context(|| path.display().to_string())?
+                let path = server_ca
+                    .as_ref()
+                    .expect("validated: external targets have a server CA or --insecure");
+                ServerTrust::roots(&read_pem_certs(path)?)
+                    .with_context(|| path.display().to_string())?
             };
             let info = TargetInfo {
                 url: plan.target.url(),
                 embedded: false,
-                server_verification: if *insecure { "disabled (--insecure)".into() } else { "verified".into() },
+                server_verification: if *insecure {
+                    "disabled (--insecure)".into()
+                } else {
+                    "verified".into()
+                },
             };
-            Ok((Endpoint { host: host.clone(), port: *port, trust }, None, info))
+            Ok((
+                Endpoint {
+                    host: host.clone(),
+                    port: *port,
+                    trust,
+                },
+                None,
+                info,
+            ))
         }
     }
 }
 
 #[cfg(feature = "embedded-broker")]
-fn embedded(fleets: &[Arc<crate::identity::Fleet>]) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
+fn embedded(
+    fleets: &[Arc<crate::identity::Fleet>],
+) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     use crate::broker::{BrokerConfig, EmbeddedBroker};
     let mut roots: Vec<CertificateDer<'static>> = fleets.iter().map(|f| f.root().clone()).collect();
     roots.dedup();
-    let broker = EmbeddedBroker::start(BrokerConfig { port: 0, client_roots: roots })
-        .map_err(|e| TargetError(format!("embedded broker: {e}")))?;
+    let broker = EmbeddedBroker::start(BrokerConfig {
+        port: 0,
+        client_roots: roots,
+    })
+    .map_err(|e| TargetError(format!("embedded broker: {e}")))?;
     let addr = broker.addr();
     let trust = ServerTrust::roots(std::slice::from_ref(broker.server_ca_der()))?;
-    let info = TargetInfo { url: format!("mqtts://{addr}"), embedded: true, server_verification: "verified".into() };
-    Ok((Endpoint { host: addr.ip().to_string(), port: addr.port(), trust }, Some(Box::new(broker)), info))
+    let info = TargetInfo {
+        url: format!("mqtts://{addr}"),
+        embedded: true,
+        server_verification: "verified".into(),
+    };
+    Ok((
+        Endpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            trust,
+        },
+        Some(Box::new(broker)),
+        info,
+    ))
 }
 
 #[cfg(not(feature = "embedded-broker"))]
-fn embedded(_: &[Arc<crate::identity::Fleet>]) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
+fn embedded(
+    _: &[Arc<crate::identity::Fleet>],
+) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     Err(BadInput(
         "this scenario has no [target] and this build has no embedded broker (cargo feature `embedded-broker`); pass --target mqtts://HOST:PORT --server-ca PEM".into(),
     )
@@ -191,10 +282,16 @@ fn embedded(_: &[Arc<crate::identity::Fleet>]) -> anyhow::Result<(Endpoint, Brok
 }
 
 fn read_pem_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading server CA {}", path.display()))?;
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading server CA {}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BadInput(format!("{}: unreadable PEM ({e}); expected a PEM CA certificate", path.display())))?;
+        .map_err(|e| {
+            BadInput(format!(
+                "{}: unreadable PEM ({e}); expected a PEM CA certificate",
+                path.display()
+            ))
+        })?;
     Ok(certs)
 }
 

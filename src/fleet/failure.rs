@@ -22,12 +22,20 @@ pub struct Failure {
 impl Failure {
     /// A failure with a fixed class.
     pub fn new(class: &'static str, detail: impl Into<String>) -> Failure {
-        Failure { class, detail: detail.into() }
+        Failure {
+            class,
+            detail: detail.into(),
+        }
     }
 
     /// Classifies any error from the connection stack.
     pub fn classify(err: &(dyn StdError + 'static)) -> Failure {
-        Failure { class: class_of(err), detail: chain_text(err) }
+        let detail = chain_text(err);
+        let class = tls_in_chain(err)
+            .or_else(|| alert_in_text(&detail))
+            .or_else(|| io_in_chain(err))
+            .unwrap_or("protocol error");
+        Failure { class, detail }
     }
 
     /// A CONNACK refusal with its return/reason code.
@@ -41,37 +49,68 @@ impl Failure {
             "QuotaExceeded" | "ConnectionRateExceeded" => "mqtt: quota exceeded",
             _ => "mqtt: refused",
         };
-        Failure { class, detail: format!("CONNACK refused: {code}") }
+        Failure {
+            class,
+            detail: format!("CONNACK refused: {code}"),
+        }
     }
 }
 
-fn class_of(err: &(dyn StdError + 'static)) -> &'static str {
+/// The class of a typed rustls error anywhere in the source chain (io::Error's inner error is
+/// not always exposed through `source()`, so look inside those too).
+fn tls_in_chain(err: &(dyn StdError + 'static)) -> Option<&'static str> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
-    let mut io_kind = None;
     while let Some(e) = cur {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return tls_class(tls);
-        }
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            io_kind.get_or_insert(io.kind());
-            // io::Error's inner error is not always exposed through source().
-            if let Some(inner) = io.get_ref() {
-                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                    return tls_class(tls);
-                }
-            }
+        let inner = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref());
+        let tls = e
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| inner?.downcast_ref::<rustls::Error>());
+        if let Some(tls) = tls {
+            return Some(tls_class(tls));
         }
         cur = e.source();
     }
-    match io_kind {
-        Some(io::ErrorKind::ConnectionRefused) => "tcp: refused",
-        Some(io::ErrorKind::TimedOut) => "tcp: timeout",
-        Some(io::ErrorKind::ConnectionReset) => "tcp: reset by peer",
-        Some(io::ErrorKind::UnexpectedEof) => "closed by broker",
-        Some(io::ErrorKind::AddrNotAvailable) => "tcp: no local port",
-        Some(_) => "io error",
-        None => "protocol error",
+    None
+}
+
+/// The class of the first I/O error in the source chain.
+fn io_in_chain(err: &(dyn StdError + 'static)) -> Option<&'static str> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(match io.kind() {
+                io::ErrorKind::ConnectionRefused => "tcp: refused",
+                io::ErrorKind::TimedOut => "tcp: timeout",
+                io::ErrorKind::ConnectionReset => "tcp: reset by peer",
+                io::ErrorKind::UnexpectedEof => "closed by broker",
+                io::ErrorKind::AddrNotAvailable => "tcp: no local port",
+                _ => "io error",
+            });
+        }
+        cur = e.source();
     }
+    None
+}
+
+/// rumqttc's v5 codec turns I/O errors into strings, dropping the typed rustls alert: recover
+/// it from rustls's wording ("received fatal alert: UnknownCA").
+fn alert_in_text(text: &str) -> Option<&'static str> {
+    let name = text.split("received fatal alert: ").nth(1)?;
+    let name = name.split(|c: char| !c.is_ascii_alphanumeric()).next()?;
+    let alert = [
+        AlertDescription::UnknownCA,
+        AlertDescription::BadCertificate,
+        AlertDescription::UnsupportedCertificate,
+        AlertDescription::CertificateExpired,
+        AlertDescription::CertificateRequired,
+        AlertDescription::CertificateRevoked,
+        AlertDescription::AccessDenied,
+        AlertDescription::HandshakeFailure,
+        AlertDescription::ProtocolVersion,
+    ]
+    .into_iter()
+    .find(|a| format!("{a:?}") == name)?;
+    Some(tls_class(&rustls::Error::AlertReceived(alert)))
 }
 
 fn tls_class(err: &rustls::Error) -> &'static str {
@@ -79,7 +118,9 @@ fn tls_class(err: &rustls::Error) -> &'static str {
     match err {
         rustls::Error::AlertReceived(alert) => match alert {
             AlertDescription::UnknownCA => "tls: unknown CA",
-            AlertDescription::BadCertificate | AlertDescription::UnsupportedCertificate => "tls: bad certificate",
+            AlertDescription::BadCertificate | AlertDescription::UnsupportedCertificate => {
+                "tls: bad certificate"
+            }
             AlertDescription::CertificateExpired => "tls: expired",
             AlertDescription::CertificateRequired => "tls: certificate required",
             AlertDescription::CertificateRevoked => "tls: revoked",
@@ -118,10 +159,23 @@ mod tests {
 
     #[test]
     fn finds_tls_alerts_inside_io_errors() {
-        let io = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::AlertReceived(AlertDescription::UnknownCA));
+        let io = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+        );
         assert_eq!(Failure::classify(&io).class, "tls: unknown CA");
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert_eq!(Failure::classify(&refused).class, "tcp: refused");
+    }
+
+    #[test]
+    fn recovers_alerts_from_stringified_errors() {
+        let v5 = io::Error::other("Mqtt state: IO: received fatal alert: CertificateRequired");
+        // io::Error::other with a string has no typed source: only the text tells.
+        assert_eq!(Failure::classify(&v5).class, "tls: certificate required");
+        let unknown = io::Error::other("received fatal alert: UnknownCA");
+        assert_eq!(Failure::classify(&unknown).class, "tls: unknown CA");
+        assert_eq!(alert_in_text("no alert here"), None);
     }
 
     #[test]
@@ -132,7 +186,10 @@ mod tests {
             NotAuthorized,
             Banned,
         }
-        assert_eq!(Failure::refused(Code::NotAuthorized).class, "mqtt: not authorized");
+        assert_eq!(
+            Failure::refused(Code::NotAuthorized).class,
+            "mqtt: not authorized"
+        );
         assert_eq!(Failure::refused(Code::Banned).class, "mqtt: refused");
     }
 }

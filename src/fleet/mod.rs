@@ -163,16 +163,28 @@ async fn spawn_group(ctx: Arc<GroupCtx>, tracker: TaskTracker, stop: Cancellatio
     let never = ctx.plan.devices - ctx.recorder.group(ctx.group).attempted.load(Relaxed);
     if stop.is_cancelled() && never > 0 {
         // Devices whose turn never came count as cancelled, so the ramp accounting closes.
-        ctx.recorder.group(ctx.group).cancelled.fetch_add(never, Relaxed);
+        ctx.recorder
+            .group(ctx.group)
+            .cancelled
+            .fetch_add(never, Relaxed);
     }
 }
 
 /// One device's life: connect (timed), hold the session, disconnect.
-async fn device(ctx: Arc<GroupCtx>, index: usize, permit: OwnedSemaphorePermit, stop: CancellationToken) {
+async fn device(
+    ctx: Arc<GroupCtx>,
+    index: usize,
+    permit: OwnedSemaphorePermit,
+    stop: CancellationToken,
+) {
     let counters = ctx.recorder.group(ctx.group);
     counters.attempted.fetch_add(1, Relaxed);
     let client_id = ctx.fleet.client_id(index);
-    let tls = match ctx.endpoint.trust.client_config(&client_id, ctx.fleet.cert_chain(index), ctx.fleet.key(index).clone_key()) {
+    let tls = match ctx.endpoint.trust.client_config(
+        &client_id,
+        ctx.fleet.cert_chain(index),
+        ctx.fleet.key(index).clone_key(),
+    ) {
         Ok(tls) => tls,
         Err(e) => {
             counters.failed.fetch_add(1, Relaxed);
@@ -209,12 +221,16 @@ async fn device(ctx: Arc<GroupCtx>, index: usize, permit: OwnedSemaphorePermit, 
         Some(Err(_)) => {
             counters.failed.fetch_add(1, Relaxed);
             let limit = ctx.plan.connect.timeout;
-            ctx.recorder.error("connect timeout", format!("{client_id}: no CONNACK within {limit:?}"));
+            ctx.recorder.error(
+                "connect timeout",
+                format!("{client_id}: no CONNACK within {limit:?}"),
+            );
             return;
         }
         Some(Ok(Err(f))) => {
             counters.failed.fetch_add(1, Relaxed);
-            ctx.recorder.error(f.class, format!("{client_id}: {}", f.detail));
+            ctx.recorder
+                .error(f.class, format!("{client_id}: {}", f.detail));
             return;
         }
         Some(Ok(Ok(()))) => {

@@ -87,8 +87,13 @@ impl Session {
                 {
                     Ok(())
                 }
-                Ok(other) => Err(Failure::new("protocol error", format!("expected CONNACK, got {other:?}"))),
-                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => Err(Failure::refused(code)),
+                Ok(other) => Err(Failure::new(
+                    "protocol error",
+                    format!("expected CONNACK, got {other:?}"),
+                )),
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                    Err(Failure::refused(code))
+                }
                 Err(e) => Err(Failure::classify(&e)),
             },
             Session::V5(_, events) => match events.poll().await {
@@ -97,7 +102,10 @@ impl Session {
                 {
                     Ok(())
                 }
-                Ok(other) => Err(Failure::new("protocol error", format!("expected CONNACK, got {other:?}"))),
+                Ok(other) => Err(Failure::new(
+                    "protocol error",
+                    format!("expected CONNACK, got {other:?}"),
+                )),
                 Err(v5::ConnectionError::ConnectionRefused(code)) => Err(Failure::refused(code)),
                 Err(e) => Err(Failure::classify(&e)),
             },
@@ -111,9 +119,9 @@ impl Session {
             match self {
                 Session::V311(_, events) => match events.poll().await {
                     Ok(_) => {}
-                    Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::AwaitPingResp)) => {
-                        return Failure::new(KEEPALIVE, "no PINGRESP within the keepalive")
-                    }
+                    Err(rumqttc::ConnectionError::MqttState(
+                        rumqttc::StateError::AwaitPingResp,
+                    )) => return Failure::new(KEEPALIVE, "no PINGRESP within the keepalive"),
                     Err(e) => return lost(&e),
                 },
                 Session::V5(_, events) => match events.poll().await {
@@ -134,7 +142,10 @@ impl Session {
                 Session::V311(client, events) => {
                     if client.disconnect().await.is_ok() {
                         while let Ok(event) = events.poll().await {
-                            if matches!(event, rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                            if matches!(
+                                event,
+                                rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)
+                            ) {
                                 break;
                             }
                         }
@@ -162,5 +173,8 @@ fn lost(err: &(dyn std::error::Error + 'static)) -> Failure {
         "closed by broker" | "tcp: reset by peer" => "disconnect: closed by broker",
         other => other,
     };
-    Failure { class, detail: failure.detail }
+    Failure {
+        class,
+        detail: failure.detail,
+    }
 }

@@ -159,7 +159,10 @@ pub fn ensure(
     force: bool,
 ) -> Result<(Fleet, EnsureReport), IdentityError> {
     if count > 1 && !spec.client_id.uses("index") {
-        return Err(IdentityError::SharedIdentity { template: spec.client_id.source().into(), count });
+        return Err(IdentityError::SharedIdentity {
+            template: spec.client_id.source().into(),
+            count,
+        });
     }
     let ca = spec.load_ca(certs_dir)?;
     let id = fleet_id(&ca, spec);

@@ -151,7 +151,10 @@ pub struct HistogramReport {
 impl HistogramReport {
     /// Summarises and encodes `h`.
     pub fn of(h: &hdrhistogram::Histogram<u64>) -> HistogramReport {
-        HistogramReport { percentiles: Percentiles::of(h), hdr: histogram::encode(h) }
+        HistogramReport {
+            percentiles: Percentiles::of(h),
+            hdr: histogram::encode(h),
+        }
     }
 }
 
@@ -196,18 +199,38 @@ impl Report {
             "thingswarm {} — {} ({}), {} devices{}",
             self.scenario.name,
             self.target.url,
-            if self.target.embedded { "embedded broker" } else { "external broker" },
+            if self.target.embedded {
+                "embedded broker"
+            } else {
+                "external broker"
+            },
             self.planned_devices,
-            if self.interrupted { " — INTERRUPTED, partial figures" } else { "" }
+            if self.interrupted {
+                " — INTERRUPTED, partial figures"
+            } else {
+                ""
+            }
         );
-        let pct = if self.planned_devices > 0 { 100.0 * d.connects as f64 / self.planned_devices as f64 } else { 0.0 };
+        let pct = if self.planned_devices > 0 {
+            100.0 * d.connects as f64 / self.planned_devices as f64
+        } else {
+            0.0
+        };
         let _ = writeln!(
             s,
             "  connected  {}/{} ({pct:.1}%)  failed {}  dropped {}  closed {}  cancelled {}",
             d.connects, self.planned_devices, d.failed, d.dropped, d.closed, d.cancelled
         );
-        let rate = if self.phases.ramp_s > 0.0 { d.connects as f64 / self.phases.ramp_s } else { 0.0 };
-        let _ = writeln!(s, "  ramp       {:.2} s ({rate:.0} connects/s), whole run {:.2} s", self.phases.ramp_s, self.phases.total_s);
+        let rate = if self.phases.ramp_s > 0.0 {
+            d.connects as f64 / self.phases.ramp_s
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            s,
+            "  ramp       {:.2} s ({rate:.0} connects/s), whole run {:.2} s",
+            self.phases.ramp_s, self.phases.total_s
+        );
         let p = &self.connect_latency_us.percentiles;
         let _ = writeln!(
             s,
@@ -222,7 +245,11 @@ impl Report {
             let _ = writeln!(s, "  errors     none");
         }
         for e in &self.errors {
-            let _ = writeln!(s, "  error      {:<28} {:>7}  e.g. {}", e.class, e.count, e.example);
+            let _ = writeln!(
+                s,
+                "  error      {:<28} {:>7}  e.g. {}",
+                e.class, e.count, e.example
+            );
         }
         let _ = writeln!(
             s,

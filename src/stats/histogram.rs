@@ -55,7 +55,9 @@ impl Percentiles {
 /// `h` serialised with the V2+deflate encoding, base64 (standard alphabet).
 pub fn encode(h: &Histogram<u64>) -> String {
     let mut bytes = Vec::new();
-    V2DeflateSerializer::new().serialize(h, &mut bytes).expect("serialising to memory cannot fail");
+    V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .expect("serialising to memory cannot fail");
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -84,8 +86,12 @@ mod tests {
         assert_eq!(p.count, 1001);
         assert_eq!(p.p50, 501);
         assert!(p.max >= MAX_US - MAX_US / 1000);
-        let bytes = base64::engine::general_purpose::STANDARD.decode(encode(&h)).unwrap();
-        let back: Histogram<u64> = Deserializer::new().deserialize(&mut bytes.as_slice()).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encode(&h))
+            .unwrap();
+        let back: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .unwrap();
         assert_eq!(back, h);
     }
 

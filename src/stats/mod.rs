@@ -132,7 +132,9 @@ impl Recorder {
         let shards = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
         Recorder {
             groups: (0..groups).map(|_| GroupCounters::default()).collect(),
-            connect_shards: (0..shards).map(|_| Mutex::new(histogram::latency())).collect(),
+            connect_shards: (0..shards)
+                .map(|_| Mutex::new(histogram::latency()))
+                .collect(),
             errors: Mutex::new(BTreeMap::new()),
             phase: AtomicU8::new(Phase::Ramp as u8),
             started: Instant::now(),
@@ -147,7 +149,10 @@ impl Recorder {
     /// Records a successful connect (TCP connect start -> CONNACK) of device `index`.
     pub fn connect_latency(&self, index: usize, latency: Duration) {
         let shard = &self.connect_shards[index % self.connect_shards.len()];
-        shard.lock().expect("histogram lock").saturating_record(latency.as_micros() as u64);
+        shard
+            .lock()
+            .expect("histogram lock")
+            .saturating_record(latency.as_micros() as u64);
     }
 
     /// Records an error of `class`; `example` is kept if it is the latest.
@@ -260,7 +265,12 @@ impl Aggregator {
 
         let now = Instant::now();
         let elapsed = now - self.recorder.started;
-        let groups: Vec<Counts> = self.recorder.groups.iter().map(GroupCounters::read).collect();
+        let groups: Vec<Counts> = self
+            .recorder
+            .groups
+            .iter()
+            .map(GroupCounters::read)
+            .collect();
         let mut totals = Counts::default();
         for g in &groups {
             totals += *g;
@@ -272,7 +282,8 @@ impl Aggregator {
 
         let t = elapsed.as_secs_f64();
         if t - self.last_sample.0 >= 1.0 || self.timeline.is_empty() {
-            let per_s = (totals.connects - self.last_sample.1) as f64 / (t - self.last_sample.0).max(1e-3);
+            let per_s =
+                (totals.connects - self.last_sample.1) as f64 / (t - self.last_sample.0).max(1e-3);
             self.timeline.push(TimelinePoint {
                 t: (t * 1000.0).round() / 1000.0,
                 connected: totals.connected,

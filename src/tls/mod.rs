@@ -51,12 +51,20 @@ impl ServerTrust {
     pub fn roots(cas: &[CertificateDer<'static>]) -> Result<ServerTrust, TlsError> {
         let mut store = RootCertStore::empty();
         for ca in cas {
-            store.add(ca.clone()).map_err(|e| TlsError::BadServerCa(e.to_string()))?;
+            store
+                .add(ca.clone())
+                .map_err(|e| TlsError::BadServerCa(e.to_string()))?;
         }
         if store.is_empty() {
-            return Err(TlsError::BadServerCa("no certificate given (expected a PEM CA certificate)".into()));
+            return Err(TlsError::BadServerCa(
+                "no certificate given (expected a PEM CA certificate)".into(),
+            ));
         }
-        Ok(ServerTrust { verifier: None, roots: Arc::new(store), provider: provider() })
+        Ok(ServerTrust {
+            verifier: None,
+            roots: Arc::new(store),
+            provider: provider(),
+        })
     }
 
     /// Accept any server certificate (`--insecure`). Handshake signatures are still checked,
@@ -86,12 +94,17 @@ impl ServerTrust {
             .with_protocol_versions(rustls::ALL_VERSIONS)
             .expect("aws-lc-rs supports TLS 1.2 and 1.3");
         let builder = match &self.verifier {
-            Some(v) => builder.dangerous().with_custom_certificate_verifier(v.clone()),
+            Some(v) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(v.clone()),
             None => builder.with_root_certificates(self.roots.clone()),
         };
         let mut config = builder
             .with_client_auth_cert(chain, key)
-            .map_err(|source| TlsError::ClientIdentity { client_id: client_id.to_string(), source })?;
+            .map_err(|source| TlsError::ClientIdentity {
+                client_id: client_id.to_string(),
+                source,
+            })?;
         config.resumption = Resumption::disabled();
         Ok(Arc::new(config))
     }
@@ -123,7 +136,12 @@ impl ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -132,7 +150,12 @@ impl ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
