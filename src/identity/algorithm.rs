@@ -165,7 +165,7 @@ impl Algorithm {
     }
 
     /// Identities one core signs per second here (key generation + certificate), measured on
-    /// the reference 2-core machine; used to estimate generation time and to decide whether a
+    /// the reference 2-core machine by `cargo bench --bench identity`; used to estimate generation time and to decide whether a
     /// progress bar is worth drawing.
     pub fn per_core_per_sec(self) -> f64 {
         match self {
