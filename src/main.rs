@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use thingswarm::broker::BrokerError;
 use thingswarm::cli::Cli;
-use thingswarm::cmd::{self, NotBuiltYet};
+use thingswarm::cmd::{self, FeatureMissing, NotBuiltYet};
 use thingswarm::identity::IdentityError;
 use thingswarm::template::TemplateError;
 
@@ -12,8 +13,19 @@ use thingswarm::template::TemplateError;
 /// 3 target unreachable / set-up failed, 130 interrupted.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.is::<IdentityError>() || cause.is::<TemplateError>() || cause.is::<NotBuiltYet>() {
+        if cause.is::<IdentityError>()
+            || cause.is::<TemplateError>()
+            || cause.is::<NotBuiltYet>()
+            || cause.is::<FeatureMissing>()
+        {
             return 2;
+        }
+        if let Some(err) = cause.downcast_ref::<BrokerError>() {
+            return match err {
+                // A bad certificate file or missing trust roots is bad input.
+                BrokerError::Identity(_) | BrokerError::NoClientRoots => 2,
+                _ => 3,
+            };
         }
     }
     1

@@ -11,9 +11,10 @@ use std::str::FromStr;
 use rcgen::{KeyPair, RsaKeySize, SignatureAlgorithm};
 
 /// A signing algorithm the identity factory can produce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Algorithm {
-    /// ECDSA-WITH-SHA256 on P-256: the fastest to generate and to handshake.
+    /// ECDSA-WITH-SHA256 on P-256: the fastest to generate and to handshake (the default).
+    #[default]
     EcdsaP256Sha256,
     /// ECDSA-WITH-SHA384 on P-384.
     EcdsaP384Sha384,
@@ -199,12 +200,6 @@ impl Algorithm {
             }
             _ => KeyPair::generate_for(self.signature()),
         }
-    }
-}
-
-impl Default for Algorithm {
-    fn default() -> Self {
-        Algorithm::EcdsaP256Sha256
     }
 }
 
