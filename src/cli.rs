@@ -28,8 +28,8 @@ pub enum Command {
     /// Validate a scenario and print its plan (groups, identities, pacing, timing) without
     /// connecting or signing anything.
     Check(CheckArgs),
-    /// Run the embedded mTLS broker standalone. [not built yet]
-    Broker(NotBuilt),
+    /// Run the embedded mTLS broker standalone (until Ctrl-C).
+    Broker(BrokerArgs),
     /// Evaluate AWS IoT policies offline. [not built yet]
     Policy(NotBuilt),
     /// Compare two reports for regressions. [not built yet]
@@ -162,6 +162,22 @@ pub struct CertsDir {
     /// Identity cache directory.
     #[arg(long, default_value = "certs", value_name = "DIR")]
     pub certs_dir: PathBuf,
+}
+
+/// `thingswarm broker`: the embedded broker as its own process, for fleets larger than one
+/// process's file descriptors allow beside an in-process broker, or for other clients.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Port on 127.0.0.1 to listen on; 0 picks a free one (printed).
+    #[arg(long, default_value_t = 8883)]
+    pub port: u16,
+    #[command(flatten)]
+    pub dir: CertsDir,
+    /// Trust client certificates that chain to the CA certificates in this PEM file; repeat
+    /// for more. Default: every generated CA root in the certs dir (`<DIR>/ca/*/root.pem`),
+    /// creating the default ecdsa-p256-sha256 CA when there is none.
+    #[arg(long, value_name = "PEM")]
+    pub trust: Vec<PathBuf>,
 }
 
 /// `thingswarm certs issue`

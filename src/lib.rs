@@ -16,10 +16,13 @@
 //!   carry `file:line:col`) before anything is signed or connected.
 //! - [`template`]: `sensor-{index:05}`-style name templates, parsed once.
 //! - [`identity`]: algorithms, CAs (generated or brought), device certificates, the cache.
+//! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
+//!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
 //!
 //! Errors are typed inside modules (`thiserror`); handlers add context (`anyhow`); `main.rs`
 //! holds the one map from errors to exit codes.
 
+pub mod broker;
 pub mod cli;
 pub mod cmd;
 pub mod fleet;

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use thingswarm::broker::BrokerError;
 use thingswarm::cli::Cli;
-use thingswarm::cmd::{self, BadInput, NotBuiltYet, Outcome, TargetError};
+use thingswarm::cmd::{self, BadInput, FeatureMissing, NotBuiltYet, Outcome, TargetError};
 use thingswarm::identity::IdentityError;
 use thingswarm::scenario::ScenarioError;
 use thingswarm::template::TemplateError;
@@ -18,11 +19,19 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<ScenarioError>()
             || cause.is::<BadInput>()
             || cause.is::<NotBuiltYet>()
+            || cause.is::<FeatureMissing>()
         {
             return 2;
         }
         if cause.is::<TargetError>() {
             return 3;
+        }
+        if let Some(err) = cause.downcast_ref::<BrokerError>() {
+            return match err {
+                // A bad certificate file or missing trust roots is bad input.
+                BrokerError::Identity(_) | BrokerError::NoClientRoots => 2,
+                _ => 3,
+            };
         }
     }
     1

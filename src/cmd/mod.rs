@@ -1,6 +1,7 @@
 //! Command handlers: glue between the parsed CLI and the library, and the one place that
 //! prints to the user. Each returns `anyhow::Result` with context naming what it was doing.
 
+mod broker;
 mod certs;
 mod check;
 mod run;
@@ -28,13 +29,23 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// A command needs a cargo feature this binary was built without.
+#[derive(Debug, thiserror::Error)]
+#[error("`thingswarm {command}` needs the `{feature}` cargo feature, which this binary was built without (rebuild with `cargo build --features {feature}`)")]
+pub struct FeatureMissing {
+    /// The command.
+    pub command: &'static str,
+    /// The cargo feature it needs.
+    pub feature: &'static str,
+}
+
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Certs(cmd) => certs::run(cmd).map(|()| Outcome::Done),
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args).map(|()| Outcome::Done),
-        Command::Broker(_) => Err(NotBuiltYet("broker").into()),
+        Command::Broker(args) => broker::run(args).map(|()| Outcome::Done),
         Command::Policy(_) => Err(NotBuiltYet("policy").into()),
         Command::Compare(_) => Err(NotBuiltYet("compare").into()),
         Command::Merge(_) => Err(NotBuiltYet("merge").into()),

@@ -194,7 +194,7 @@ pub fn generated_dir(certs_dir: &Path, algorithm: Algorithm, intermediate: bool)
     certs_dir.join("ca").join(name)
 }
 
-fn ca_params(cn: &str, path_len: u8) -> CertificateParams {
+pub(crate) fn ca_params(cn: &str, path_len: u8) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "thingswarm");

@@ -12,6 +12,7 @@ pub mod ca;
 pub mod cache;
 pub mod device;
 mod fs;
+pub mod server;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use ca::Ca;
 pub use cache::{ensure, CaSource, EnsureReport, Fleet, FleetMeta, FleetSpec};
 pub use device::DeviceWindow;
 pub use fs::{private_dir, write_private};
+pub use server::{server_identity, ServerIdentity};
 
 /// Variables a client-ID template may use.
 pub const CLIENT_ID_VARS: &[&str] = &["index"];
