@@ -74,7 +74,7 @@ keepalive = "60s"
     let cpu_before = usage().cpu;
     let started = Instant::now();
     let (result, rss_hold) = rt.block_on(async {
-        let (tx, mut rx) = watch::channel(Default::default());
+        let (tx, mut rx) = watch::channel(Arc::new(thingswarm::stats::Snapshot::default()));
         let sampler = tokio::spawn(async move {
             // Resident memory once every device has been attempted (the hold phase).
             while rx.changed().await.is_ok() {

@@ -50,11 +50,10 @@ pub fn run(_args: BrokerArgs) -> anyhow::Result<()> {
 mod trust {
     use std::path::{Path, PathBuf};
 
-    use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
 
     use crate::identity::ca::CA_ROOT;
-    use crate::identity::{Algorithm, Ca, IdentityError};
+    use crate::identity::{read_pem_certs, Algorithm, Ca, IdentityError};
 
     /// The roots in the `--trust` files, or else every generated CA root under
     /// `<certs_dir>/ca/*/root.pem` (creating the default CA when there is none, so a fresh
@@ -75,7 +74,7 @@ mod trust {
         };
         let mut roots = Vec::new();
         for file in &files {
-            roots.extend(read_certs(file)?);
+            roots.extend(read_pem_certs(file, Some("a PEM CA certificate to trust"))?);
         }
         let names = files.iter().map(|f| f.display().to_string()).collect();
         Ok((roots, names))
@@ -93,26 +92,5 @@ mod trust {
             .collect();
         roots.sort();
         roots
-    }
-
-    /// Every certificate in a PEM file; an empty or unreadable file is an error naming it.
-    fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
-        let bytes = std::fs::read(file).map_err(|source| IdentityError::Io {
-            path: file.to_path_buf(),
-            source,
-        })?;
-        let certs = CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| IdentityError::BadCert {
-                path: file.to_path_buf(),
-                reason: format!("unreadable PEM ({e})"),
-            })?;
-        if certs.is_empty() {
-            return Err(IdentityError::BadCert {
-                path: file.to_path_buf(),
-                reason: "no `-----BEGIN CERTIFICATE-----` block found (expected a PEM CA certificate to trust)".into(),
-            });
-        }
-        Ok(certs)
     }
 }

@@ -1,19 +1,17 @@
 //! `thingswarm run SCENARIO`: plan -> identities -> target -> fleet -> report.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{BadInput, Outcome};
 use crate::cli::RunArgs;
 use crate::fleet::{self, Endpoint};
-use crate::identity::cache;
+use crate::identity::{cache, read_pem_certs};
 use crate::report::{
     self, ClientUsage, Environment, GroupReport, HistogramReport, IdentityInfo, Phases, Report,
     ScenarioEcho, TargetInfo,
@@ -216,8 +214,9 @@ fn connect_target(
                 let path = server_ca
                     .as_ref()
                     .expect("validated: external targets have a server CA or --insecure");
-                ServerTrust::roots(&read_pem_certs(path)?)
-                    .with_context(|| path.display().to_string())?
+                let cas =
+                    read_pem_certs(path, Some("the CA certificate that signed the broker's"))?;
+                ServerTrust::roots(&cas).with_context(|| path.display().to_string())?
             };
             let info = TargetInfo {
                 url: plan.target.url(),
@@ -246,6 +245,7 @@ fn embedded(
     fleets: &[Arc<crate::identity::Fleet>],
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     use crate::broker::{BrokerConfig, EmbeddedBroker};
+    use rustls_pki_types::CertificateDer;
     let mut roots: Vec<CertificateDer<'static>> = fleets.iter().map(|f| f.root().clone()).collect();
     roots.dedup();
     let broker = EmbeddedBroker::start(BrokerConfig {
@@ -279,20 +279,6 @@ fn embedded(
         "this scenario has no [target] and this build has no embedded broker (cargo feature `embedded-broker`); pass --target mqtts://HOST:PORT --server-ca PEM".into(),
     )
     .into())
-}
-
-fn read_pem_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem =
-        std::fs::read(path).with_context(|| format!("reading server CA {}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            BadInput(format!(
-                "{}: unreadable PEM ({e}); expected a PEM CA certificate",
-                path.display()
-            ))
-        })?;
-    Ok(certs)
 }
 
 fn default_out(name: &str, at: time::OffsetDateTime) -> PathBuf {

@@ -10,7 +10,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PublicKeyData,
 };
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -46,16 +45,8 @@ impl Ca {
     /// For RSA keys the signature digest follows `want` (SHA-256/384/512); EC keys sign with
     /// their curve's digest.
     pub fn load(cert: &Path, key: &Path, want: Algorithm) -> Result<Ca, IdentityError> {
-        let cert_pem = fs::read(cert)?;
-        let chain = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| IdentityError::bad_cert(cert, format!("unreadable PEM ({e})")))?;
-        let Some(first) = chain.first() else {
-            return Err(IdentityError::bad_cert(
-                cert,
-                "no `-----BEGIN CERTIFICATE-----` block found (expected a PEM CA certificate)",
-            ));
-        };
+        let chain = fs::read_pem_certs(cert, Some("a PEM CA certificate"))?;
+        let first = &chain[0];
         let (_, x509) = x509_parser::parse_x509_certificate(first).map_err(|e| {
             IdentityError::bad_cert(cert, format!("not an X.509 certificate ({e})"))
         })?;
@@ -119,13 +110,20 @@ impl Ca {
         fs::private_dir(dir)?;
         let root_key = algorithm.generate_key()?;
         let path_len = if intermediate { 1 } else { 0 };
-        let root_params = ca_params(&format!("thingswarm root CA ({algorithm})"), path_len);
+        // A random tag makes every generated CA's name unique: verifiers pick trust anchors by
+        // subject name, and two CAs with one name make the wrong one fail signature checks
+        // (alert DecryptError) instead of reporting an unknown CA.
+        let tag = format!("{:08x}", random_u64() as u32);
+        let root_params = ca_params(&format!("thingswarm root CA ({algorithm}) {tag}"), path_len);
         let root_cert = root_params.self_signed(&root_key)?;
         fs::write_private(&dir.join(CA_ROOT), root_cert.pem().as_bytes())?;
         if intermediate {
             let root_issuer = Issuer::new(root_params, &root_key);
             let int_key = algorithm.generate_key()?;
-            let int_params = ca_params(&format!("thingswarm intermediate CA ({algorithm})"), 0);
+            let int_params = ca_params(
+                &format!("thingswarm intermediate CA ({algorithm}) {tag}"),
+                0,
+            );
             let int_cert = int_params.signed_by(&int_key, &root_issuer)?;
             let bundle = format!("{}{}", int_cert.pem(), root_cert.pem());
             fs::write_private(&dir.join(CA_ROOT_KEY), root_key.serialize_pem().as_bytes())?;

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -293,8 +292,8 @@ impl Fleet {
             .ok_or_else(|| IdentityError::cache(&dir.join(META), "missing fleet index"))?;
         let template = Template::parse(&meta.client_id, CLIENT_ID_VARS)?;
         let (data, records) = scan_bundle(&dir.join(BUNDLE))?;
-        let chain = read_certs(&dir.join(CHAIN))?;
-        let root = read_certs(&dir.join(ROOT))?
+        let chain = fs::read_pem_certs(&dir.join(CHAIN), None)?;
+        let root = fs::read_pem_certs(&dir.join(ROOT), None)?
             .pop()
             .ok_or_else(|| IdentityError::cache(&dir.join(ROOT), "no certificate"))?;
         Ok(Fleet {
@@ -534,13 +533,6 @@ fn read_meta(dir: &Path) -> Result<Option<FleetMeta>, IdentityError> {
 fn write_meta(dir: &Path, meta: &FleetMeta) -> Result<(), IdentityError> {
     let json = serde_json::to_vec_pretty(meta).expect("meta serializes");
     fs::write_private(&dir.join(META), &json)
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
-    let pem = fs::read(path)?;
-    CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| IdentityError::cache(path, format!("unreadable PEM ({e})")))
 }
 
 /// PEM text of a certificate.

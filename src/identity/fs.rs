@@ -7,6 +7,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
 use super::IdentityError;
 
 /// Creates `dir` (and parents) with mode 0700, and tightens it to 0700 if it already exists.
@@ -50,4 +53,23 @@ pub fn append_private(path: &Path) -> Result<fs::File, IdentityError> {
 /// Reads a whole file, naming it in the error.
 pub fn read(path: &Path) -> Result<Vec<u8>, IdentityError> {
     fs::read(path).map_err(|e| IdentityError::io(path, e))
+}
+
+/// Every certificate in a PEM file. With `expected` (what the file should hold, for the
+/// message), a file without any certificate is an error naming it.
+pub fn read_pem_certs(
+    path: &Path,
+    expected: Option<&str>,
+) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| IdentityError::bad_cert(path, format!("unreadable PEM ({e})")))?;
+    match expected {
+        Some(what) if certs.is_empty() => Err(IdentityError::bad_cert(
+            path,
+            format!("no `-----BEGIN CERTIFICATE-----` block found (expected {what})"),
+        )),
+        _ => Ok(certs),
+    }
 }

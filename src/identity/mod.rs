@@ -21,7 +21,7 @@ pub use algorithm::{Algorithm, AlgorithmError};
 pub use ca::Ca;
 pub use cache::{ensure, CaSource, EnsureReport, Fleet, FleetMeta, FleetSpec};
 pub use device::DeviceWindow;
-pub use fs::{private_dir, write_private};
+pub use fs::{private_dir, read_pem_certs, write_private};
 pub use server::{server_identity, ServerIdentity};
 
 /// Variables a client-ID template may use.
@@ -32,12 +32,12 @@ pub const CLIENT_ID_VARS: &[&str] = &["index"];
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (not a `source`: the message already carries it, once).
+        err: io::Error,
     },
     /// A certificate file is unreadable or unusable.
     #[error("{path}: {reason}")]
@@ -102,7 +102,7 @@ impl IdentityError {
     fn io(path: &Path, source: io::Error) -> Self {
         IdentityError::Io {
             path: path.to_path_buf(),
-            source,
+            err: source,
         }
     }
 
