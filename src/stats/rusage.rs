@@ -31,6 +31,20 @@ pub fn usage() -> Usage {
     }
 }
 
+/// Current resident set size in bytes (Linux `/proc/self/statm`; 0 elsewhere). Unlike the
+/// peak, this shows what a fleet holds while it is connected.
+pub fn current_rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    pages * page
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -46,18 +60,4 @@ mod tests {
         assert!(after.max_rss_bytes > 0);
         assert!(super::current_rss_bytes() > 0);
     }
-}
-
-/// Current resident set size in bytes (Linux `/proc/self/statm`; 0 elsewhere). Unlike the
-/// peak, this shows what a fleet holds while it is connected.
-pub fn current_rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
-    pages * page
 }
