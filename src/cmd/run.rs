@@ -142,6 +142,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 0.0
             },
             max_rss_bytes: usage.max_rss_bytes,
+            includes_embedded_broker: matches!(plan.target, Target::Embedded),
         },
     };
     report

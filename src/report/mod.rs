@@ -167,6 +167,8 @@ pub struct ClientUsage {
     pub cpu_ms_per_connect: f64,
     /// Peak resident memory, bytes.
     pub max_rss_bytes: u64,
+    /// True when the embedded broker ran in this process: its CPU and memory are included.
+    pub includes_embedded_broker: bool,
 }
 
 /// The definitions stated in every report (DESIGN.md section 5).
@@ -253,10 +255,15 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  client     CPU {:.2} s ({:.2} ms per connect), peak RSS {:.1} MiB",
+            "  client     CPU {:.2} s ({:.2} ms per connect), peak RSS {:.1} MiB{}",
             self.client.cpu_s,
             self.client.cpu_ms_per_connect,
-            self.client.max_rss_bytes as f64 / (1024.0 * 1024.0)
+            self.client.max_rss_bytes as f64 / (1024.0 * 1024.0),
+            if self.client.includes_embedded_broker {
+                " (embedded broker included)"
+            } else {
+                ""
+            }
         );
         s
     }
