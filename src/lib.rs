@@ -16,6 +16,7 @@
 //!   carry `file:line:col`) before anything is signed or connected.
 //! - [`template`]: `sensor-{index:05}`-style name templates, parsed once.
 //! - [`identity`]: algorithms, CAs (generated or brought), device certificates, the cache.
+//! - [`traffic`]: message payloads (raw or generated JSON) carrying the measurement header.
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
 //!
@@ -34,3 +35,4 @@ pub mod shutdown;
 pub mod stats;
 pub mod template;
 pub mod tls;
+pub mod traffic;
