@@ -9,6 +9,7 @@
 
 pub mod histogram;
 pub mod rusage;
+pub mod sequence;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
