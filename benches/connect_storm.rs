@@ -18,7 +18,7 @@ use thingswarm::identity::cache;
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::stats::rusage::{current_rss_bytes, usage};
 use thingswarm::stats::Phase;
-use thingswarm::tls::{install_crypto_provider, ServerTrust};
+use thingswarm::tls::install_crypto_provider;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -61,11 +61,7 @@ keepalive = "60s"
     );
     let broker = Mosquitto::start(&[fleet.root().clone()], "")
         .expect("mosquitto starts (apt-get install -y mosquitto)");
-    let endpoint = Endpoint {
-        host: "127.0.0.1".into(),
-        port: broker.addr().port(),
-        trust: ServerTrust::roots(&[broker.server_ca_der().clone()]).unwrap(),
-    };
+    let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

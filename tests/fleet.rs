@@ -91,11 +91,7 @@ fn a_thousand_distinct_identities_connect_to_mosquitto() {
     let Some(broker) = mosquitto(&[fleets[0].root().clone()]) else {
         return;
     };
-    let endpoint = Endpoint {
-        host: "127.0.0.1".into(),
-        port: broker.addr().port(),
-        trust: ServerTrust::roots(&[broker.server_ca_der().clone()]).unwrap(),
-    };
+    let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
     let result = run(&plan, fleets, endpoint);
     let t = result.last.totals;
     assert_eq!(
@@ -137,11 +133,7 @@ client_id = \"impostor-{{index}}\"
         client_roots: vec![fleets[0].root().clone()],
     })
     .unwrap();
-    let endpoint = Endpoint {
-        host: "127.0.0.1".into(),
-        port: broker.addr().port(),
-        trust: ServerTrust::roots(&[broker.server_ca_der().clone()]).unwrap(),
-    };
+    let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
     let result = run(&plan, fleets, endpoint);
     let (good, bad) = (result.last.groups[0], result.last.groups[1]);
     assert_eq!(
@@ -191,11 +183,7 @@ client_id = "impostor-{index}"
     let Some(broker) = mosquitto(&[fleets[0].root().clone()]) else {
         return;
     };
-    let endpoint = Endpoint {
-        host: "127.0.0.1".into(),
-        port: broker.addr().port(),
-        trust: ServerTrust::roots(&[broker.server_ca_der().clone()]).unwrap(),
-    };
+    let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
     let result = run(&plan, fleets, endpoint);
     assert_eq!(
         result.last.groups[0].connects, 20,

@@ -246,30 +246,24 @@ fn embedded(
     fleets: &[Arc<crate::identity::Fleet>],
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     use crate::broker::{BrokerConfig, EmbeddedBroker};
-    use rustls_pki_types::CertificateDer;
-    let mut roots: Vec<CertificateDer<'static>> = fleets.iter().map(|f| f.root().clone()).collect();
-    roots.dedup();
+    let mut roots = Vec::new();
+    for root in fleets.iter().map(|f| f.root()) {
+        if !roots.contains(root) {
+            roots.push(root.clone());
+        }
+    }
     let broker = EmbeddedBroker::start(BrokerConfig {
         port: 0,
         client_roots: roots,
     })
     .map_err(|e| TargetError(format!("embedded broker: {e}")))?;
-    let addr = broker.addr();
-    let trust = ServerTrust::roots(std::slice::from_ref(broker.server_ca_der()))?;
+    let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der())?;
     let info = TargetInfo {
-        url: format!("mqtts://{addr}"),
+        url: format!("mqtts://{}", broker.addr()),
         embedded: true,
         server_verification: "verified".into(),
     };
-    Ok((
-        Endpoint {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            trust,
-        },
-        Some(Box::new(broker)),
-        info,
-    ))
+    Ok((endpoint, Some(Box::new(broker)), info))
 }
 
 #[cfg(not(feature = "embedded-broker"))]

@@ -14,6 +14,7 @@ pub mod failure;
 pub mod pacer;
 pub mod session;
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +28,9 @@ use tokio_util::task::TaskTracker;
 use crate::identity::Fleet;
 use crate::scenario::{GroupPlan, Plan};
 use crate::stats::{Aggregator, Phase, Recorder, Snapshot, TimelinePoint};
-use crate::tls::ServerTrust;
+use crate::tls::{ServerTrust, TlsError};
 use pacer::Pacer;
+use rustls_pki_types::CertificateDer;
 use session::{Session, SessionOptions};
 
 /// How often the aggregator publishes a snapshot.
@@ -47,6 +49,20 @@ pub struct Endpoint {
     pub port: u16,
     /// How the server certificate is checked.
     pub trust: ServerTrust,
+}
+
+impl Endpoint {
+    /// The broker at `addr`, whose certificate must chain to `server_ca`.
+    pub fn verified(
+        addr: SocketAddr,
+        server_ca: &CertificateDer<'static>,
+    ) -> Result<Endpoint, TlsError> {
+        Ok(Endpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            trust: ServerTrust::roots(std::slice::from_ref(server_ca))?,
+        })
+    }
 }
 
 /// What a run produced, for the report.
