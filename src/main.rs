@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use thingswarm::broker::BrokerError;
-use thingswarm::cli::Cli;
+use thingswarm::cli::{Cli, Command};
 use thingswarm::cmd::{self, BadInput, FeatureMissing, NotBuiltYet, Outcome, TargetError};
 use thingswarm::identity::IdentityError;
 use thingswarm::scenario::ScenarioError;
@@ -39,6 +39,16 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Certs(_) | Command::Check(_)) {
+        // Offline commands die quietly on a closed pipe (`thingswarm certs list | head`) like
+        // other Unix tools instead of panicking in println!. Never for commands with sockets:
+        // a peer closing a connection would then kill the process (rmqtt writes with plain
+        // write(2)).
+        // SAFETY: setting a signal disposition to its default before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cmd::dispatch(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => ExitCode::from(130),

@@ -116,7 +116,7 @@ impl Template {
     }
 
     /// Appends the rendering to `out`; `value` supplies each variable.
-    pub fn render_into(&self, out: &mut String, mut value: impl FnMut(&str) -> Value<'_>) {
+    pub fn render_into<'v>(&self, out: &mut String, mut value: impl FnMut(&str) -> Value<'v>) {
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),

@@ -9,6 +9,7 @@ use crate::cli::CheckArgs;
 use crate::identity::cache::cached_count;
 use crate::identity::CaSource;
 use crate::scenario::{Plan, Protocol, Target};
+use crate::traffic::payload::PayloadSpec;
 
 /// Runs `thingswarm check`.
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
@@ -74,6 +75,31 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             if g.clean_session { "yes" } else { "no" }
         );
         println!("  protocol:       MQTT {}", g.protocol);
+        if let Some(p) = &g.publish {
+            let payload = match &p.payload {
+                PayloadSpec::Raw { size } => format!("{size} raw bytes"),
+                PayloadSpec::Json(_) => "JSON template".into(),
+            };
+            let rate = match p.rate {
+                Some(r) => format!(
+                    "{}/s per device ({:?} arrivals) = {:.0}/s offered by the group",
+                    r,
+                    p.arrivals,
+                    r * g.devices as f64
+                ),
+                None => "max (closed loop: as fast as acknowledgements allow)".into(),
+            };
+            println!(
+                "  publish:        {} QoS {}{}, {payload}",
+                p.topic,
+                p.qos,
+                if p.retain { " retained" } else { "" }
+            );
+            println!("  publish rate:   {rate}");
+        }
+        for s in &g.subscribe {
+            println!("  subscribe:      {} QoS {}", s.filter, s.qos);
+        }
     }
 
     let id = &plan.identity;

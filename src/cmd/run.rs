@@ -14,7 +14,7 @@ use crate::fleet::{self, Endpoint};
 use crate::identity::{cache, read_pem_certs};
 use crate::report::{
     self, ClientUsage, Environment, GroupReport, HistogramReport, IdentityInfo, Phases, Report,
-    ScenarioEcho, TargetInfo,
+    ScenarioEcho, TargetInfo, TrafficReport,
 };
 use crate::scenario::{Plan, Target};
 use crate::stats::histogram::fmt_us;
@@ -132,12 +132,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             total_s: wall.elapsed().as_secs_f64(),
         },
         connect_latency_us: HistogramReport::of(&result.connect),
+        traffic: result
+            .traffic
+            .as_ref()
+            .map(|t| TrafficReport::new(t, &totals)),
         errors: result.last.errors.clone(),
         timeline: result.timeline,
         client: ClientUsage {
             cpu_s: usage.cpu.as_secs_f64(),
             cpu_ms_per_connect: if totals.connects > 0 {
                 usage.cpu.as_secs_f64() * 1e3 / totals.connects as f64
+            } else {
+                0.0
+            },
+            cpu_us_per_message: if totals.sent + totals.delivered > 0 {
+                usage.cpu.as_secs_f64() * 1e6 / (totals.sent + totals.delivered) as f64
             } else {
                 0.0
             },
@@ -297,8 +306,18 @@ async fn progress_lines(mut rx: watch::Receiver<Arc<Snapshot>>) {
         every.tick().await;
         let s = rx.borrow_and_update().clone();
         let t = s.totals;
+        let traffic = if t.sent + t.delivered > 0 {
+            format!(
+                "  sent {:.0}/s  delivered {:.0}/s  e2e p99 {}",
+                s.rates.sent_per_s,
+                s.rates.delivered_per_s,
+                fmt_us(s.latency_interval.e2e_corrected.p99)
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "[{:>6.1}s] {:<5} connected {}/{}  connecting {}  failed {}  dropped {}  {:.0} conn/s  connect p99 {}",
+            "[{:>6.1}s] {:<5} connected {}/{}  connecting {}  failed {}  dropped {}  {:.0} conn/s  connect p99 {}{traffic}",
             s.elapsed.as_secs_f64(),
             format!("{:?}", s.phase).to_lowercase(),
             t.connected,

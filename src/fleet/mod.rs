@@ -13,6 +13,7 @@
 pub mod failure;
 pub mod pacer;
 pub mod session;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,8 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::identity::Fleet;
+use crate::scenario::traffic::matches;
 use crate::scenario::{GroupPlan, Plan};
-use crate::stats::{Aggregator, Phase, Recorder, Snapshot, TimelinePoint};
+use crate::stats::sequence::SequenceTotals;
+use crate::stats::{
+    Aggregator, Phase, Recorder, Snapshot, TimelinePoint, TrafficLatency, TrafficWindow,
+};
 use crate::tls::{ServerTrust, TlsError};
 use pacer::Pacer;
 use rustls_pki_types::CertificateDer;
@@ -77,15 +82,34 @@ pub struct RunResult {
     pub ramp: Duration,
     /// Whether `stop` ended the run early.
     pub interrupted: bool,
+    /// Message figures, when any group published or subscribed.
+    pub traffic: Option<TrafficResult>,
+}
+
+/// What the devices' messages did.
+pub struct TrafficResult {
+    /// When messages were scheduled, and the steady part.
+    pub window: TrafficWindow,
+    /// Latency histograms over the whole window and its steady part.
+    pub latency: TrafficLatency,
+    /// Loss, duplicates and reordering over every subscriber, from sequence numbers.
+    pub sequence: SequenceTotals,
 }
 
 struct GroupCtx {
     group: usize,
+    /// Global index of this group's first device (publisher ids are global).
+    offset: usize,
+    seed: u64,
     plan: GroupPlan,
     fleet: Arc<Fleet>,
     endpoint: Endpoint,
     recorder: Arc<Recorder>,
+    window: watch::Receiver<Option<TrafficWindow>>,
 }
+
+/// How long after the window closes devices get to receive what is still in flight.
+const SETTLE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Runs `plan` with one loaded identity fleet per group against `endpoint`. Cancelling `stop`
 /// (Ctrl-C, `q`) ends the run early but still drains devices and returns the figures.
@@ -98,7 +122,12 @@ pub async fn run(
     snapshots: watch::Sender<Arc<Snapshot>>,
 ) -> RunResult {
     let planned = plan.total_devices();
-    let recorder = Arc::new(Recorder::new(plan.groups.len()));
+    let recorder = Arc::new(Recorder::new(plan.groups.len(), planned as usize));
+    let has_traffic = plan
+        .groups
+        .iter()
+        .any(|g| g.publish.is_some() || !g.subscribe.is_empty());
+    let (window_tx, window_rx) = watch::channel(None);
     let mut aggregator = Aggregator::new(recorder.clone(), planned);
     let devices_stop = stop.child_token();
     let tracker = TaskTracker::new();
@@ -120,14 +149,19 @@ pub async fn run(
         (stop_ticks, handle)
     };
 
+    let mut offset = 0;
     for (g, (group, fleet)) in plan.groups.iter().zip(fleets).enumerate() {
         let ctx = Arc::new(GroupCtx {
             group: g,
+            offset,
+            seed: plan.seed,
             plan: group.clone(),
             fleet,
             endpoint: endpoint.clone(),
             recorder: recorder.clone(),
+            window: window_rx.clone(),
         });
+        offset += group.devices as usize;
         tracker.spawn(spawn_group(ctx, tracker.clone(), devices_stop.clone()));
     }
 
@@ -142,9 +176,17 @@ pub async fn run(
     let ramp = started.elapsed();
 
     recorder.set_phase(Phase::Hold);
+    let window = TrafficWindow::new(std::time::Instant::now(), plan.duration);
+    if has_traffic && !stop.is_cancelled() {
+        recorder.open_window(window);
+        window_tx.send_replace(Some(window));
+    }
     tokio::select! { _ = stop.cancelled() => {}, _ = sleep(plan.duration) => {} }
 
     recorder.set_phase(Phase::Drain);
+    if has_traffic {
+        settle(&recorder, &stop).await;
+    }
     devices_stop.cancel();
     tracker.close();
     let _ = timeout(DRAIN_WITHIN, tracker.wait()).await;
@@ -153,13 +195,70 @@ pub async fn run(
     ticker.0.cancel();
     let mut aggregator = ticker.1.await.expect("aggregator task does not panic");
     let last = aggregator.tick();
+    let traffic = has_traffic.then(|| TrafficResult {
+        window,
+        latency: aggregator.traffic_latency().clone(),
+        sequence: sequence_totals(plan, &recorder),
+    });
     RunResult {
         last,
         connect: aggregator.connect_histogram().clone(),
         timeline: aggregator.timeline().to_vec(),
         ramp,
         interrupted: stop.is_cancelled(),
+        traffic,
     }
+}
+
+/// After the window closes: wait until every acknowledgement is in and deliveries have been
+/// quiet for half a second (bounded), so messages still in flight are not counted as lost.
+async fn settle(recorder: &Recorder, stop: &CancellationToken) {
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    let mut last = recorder.totals();
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline && !stop.is_cancelled() {
+        sleep(Duration::from_millis(100)).await;
+        let now = recorder.totals();
+        if now.delivered != last.delivered || now.sent != last.sent {
+            quiet_since = Instant::now();
+        }
+        last = now;
+        let unacked = now.sent_qos_unacked();
+        if unacked == 0 && quiet_since.elapsed() >= Duration::from_millis(500) {
+            break;
+        }
+    }
+}
+
+/// Settles loss per subscriber: each expects every message of the publishers whose topic
+/// matches one of its filters.
+fn sequence_totals(plan: &Plan, recorder: &Recorder) -> SequenceTotals {
+    let mut publishers = Vec::new();
+    let mut offset = 0usize;
+    for group in &plan.groups {
+        if let Some(p) = &group.publish {
+            for i in 0..group.devices as usize {
+                let client_id = group.client_id.render_index(i as u64);
+                let topic = p.topic_for(&group.name, &client_id, i as u64);
+                publishers.push(((offset + i) as u32, topic));
+            }
+        }
+        offset += group.devices as usize;
+    }
+    let mut expected_by_group: Vec<Option<Vec<(u32, u64)>>> = vec![None; plan.groups.len()];
+    let mut totals = SequenceTotals::default();
+    for sub in recorder.take_subscribers() {
+        let expected = expected_by_group[sub.group].get_or_insert_with(|| {
+            let filters = &plan.groups[sub.group].subscribe;
+            publishers
+                .iter()
+                .filter(|(_, topic)| filters.iter().any(|f| matches(&f.filter, topic)))
+                .map(|(id, _)| (*id, recorder.publisher_sent(*id as usize)))
+                .collect()
+        });
+        totals += sub.tracker.totals(expected);
+    }
+    totals
 }
 
 /// Starts a group's devices on its pacer's schedule, never more than `max_in_flight`
@@ -256,16 +355,18 @@ async fn device(
         }
     }
 
-    tokio::select! {
-        _ = stop.cancelled() => {
+    let window = ctx.window.clone();
+    match traffic::serve(&ctx, index, &client_id, &mut session, window, &stop).await {
+        Ok(()) => {
             session.disconnect(DISCONNECT_WITHIN).await;
             counters.connected.fetch_sub(1, Relaxed);
             counters.closed.fetch_add(1, Relaxed);
         }
-        f = session.serve() => {
+        Err(f) => {
             counters.connected.fetch_sub(1, Relaxed);
             counters.dropped.fetch_add(1, Relaxed);
-            ctx.recorder.error(f.class, format!("{client_id}: {}", f.detail));
+            ctx.recorder
+                .error(f.class, format!("{client_id}: {}", f.detail));
         }
     }
 }

@@ -10,13 +10,13 @@ use rumqttc::{v5, NetworkOptions, TlsConfiguration, Transport};
 use rustls::ClientConfig;
 
 use super::failure::Failure;
-use crate::scenario::Protocol;
+use crate::scenario::{Protocol, SubscribePlan};
 
 /// In-flight publishes each session allows; small keeps per-session memory low (rumqttc
 /// preallocates a slot per in-flight message, v5 65,536 unless limited).
-const INFLIGHT: u16 = 20;
+pub(super) const INFLIGHT: u16 = 20;
 /// Requests queued between the client handle and the event loop.
-const REQUEST_CAPACITY: usize = 10;
+pub(super) const REQUEST_CAPACITY: usize = 10;
 
 /// How a device connects.
 pub struct SessionOptions<'a> {
@@ -115,26 +115,100 @@ impl Session {
         }
     }
 
-    /// Serves the connection (keepalive pings, incoming packets) until it fails; returns why.
-    pub async fn serve(&mut self) -> Failure {
+    /// Hands a PUBLISH to the client without waiting; `false` when its request queue is full
+    /// (the caller keeps the message and tries again after the next event).
+    pub fn try_publish(&self, topic: &str, qos: u8, retain: bool, payload: Vec<u8>) -> bool {
+        match self {
+            Session::V311(client, _) => client
+                .try_publish(topic, v311_qos(qos), retain, payload)
+                .is_ok(),
+            Session::V5(client, _) => client
+                .try_publish(topic, v5_qos(qos), retain, payload)
+                .is_ok(),
+        }
+    }
+
+    /// Queues one SUBSCRIBE for all `filters`; `false` when the request queue is full.
+    pub fn try_subscribe(&self, filters: &[SubscribePlan]) -> bool {
+        match self {
+            Session::V311(client, _) => client
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new(f.filter.clone(), v311_qos(f.qos))),
+                )
+                .is_ok(),
+            Session::V5(client, _) => client
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| v5::mqttbytes::v5::Filter::new(f.filter.clone(), v5_qos(f.qos))),
+                )
+                .is_ok(),
+        }
+    }
+
+    /// Polls the connection once (keepalive pings and queued requests go out meanwhile) and
+    /// says what happened, in protocol-neutral terms; an error ends the session.
+    pub async fn next(&mut self) -> Result<Seen, Failure> {
         const KEEPALIVE: &str = "disconnect: keepalive timeout";
-        loop {
-            match self {
-                Session::V311(_, events) => match events.poll().await {
-                    Ok(_) => {}
-                    Err(rumqttc::ConnectionError::MqttState(
-                        rumqttc::StateError::AwaitPingResp,
-                    )) => return Failure::new(KEEPALIVE, "no PINGRESP within the keepalive"),
-                    Err(e) => return lost(&e),
-                },
-                Session::V5(_, events) => match events.poll().await {
-                    Ok(_) => {}
-                    Err(v5::ConnectionError::MqttState(v5::StateError::AwaitPingResp)) => {
-                        return Failure::new(KEEPALIVE, "no PINGRESP within the keepalive")
-                    }
-                    Err(e) => return lost(&e),
-                },
-            }
+        use rumqttc::{Event as E4, Outgoing, Packet as P4};
+        use v5::mqttbytes::v5::{PubAckReason, PubCompReason, SubscribeReasonCode as Sub5};
+        use v5::{Event as E5, Incoming as P5};
+        match self {
+            Session::V311(_, events) => match events.poll().await {
+                Ok(E4::Outgoing(Outgoing::Publish(pkid))) => Ok(Seen::Written(pkid)),
+                Ok(E4::Incoming(P4::PubAck(a))) => Ok(Seen::Acked {
+                    pkid: a.pkid,
+                    refused: None,
+                }),
+                Ok(E4::Incoming(P4::PubComp(c))) => Ok(Seen::Acked {
+                    pkid: c.pkid,
+                    refused: None,
+                }),
+                Ok(E4::Incoming(P4::Publish(p))) => Ok(Seen::Received(p.payload)),
+                Ok(E4::Incoming(P4::SubAck(s))) => Ok(Seen::SubAcked {
+                    refused: s
+                        .return_codes
+                        .iter()
+                        .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                        .count(),
+                }),
+                Ok(_) => Ok(Seen::Other),
+                Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::AwaitPingResp)) => {
+                    Err(Failure::new(KEEPALIVE, "no PINGRESP within the keepalive"))
+                }
+                Err(e) => Err(lost(&e)),
+            },
+            Session::V5(_, events) => match events.poll().await {
+                Ok(E5::Outgoing(Outgoing::Publish(pkid))) => Ok(Seen::Written(pkid)),
+                Ok(E5::Incoming(P5::PubAck(a))) => Ok(Seen::Acked {
+                    pkid: a.pkid,
+                    refused: (!matches!(
+                        a.reason,
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                    ))
+                    .then(|| format!("{:?}", a.reason)),
+                }),
+                Ok(E5::Incoming(P5::PubComp(c))) => Ok(Seen::Acked {
+                    pkid: c.pkid,
+                    refused: (!matches!(c.reason, PubCompReason::Success))
+                        .then(|| format!("{:?}", c.reason)),
+                }),
+                Ok(E5::Incoming(P5::Publish(p))) => Ok(Seen::Received(p.payload)),
+                Ok(E5::Incoming(P5::SubAck(s))) => Ok(Seen::SubAcked {
+                    refused: s
+                        .return_codes
+                        .iter()
+                        .filter(|c| !matches!(c, Sub5::Success(_)))
+                        .count(),
+                }),
+                Ok(_) => Ok(Seen::Other),
+                Err(v5::ConnectionError::MqttState(v5::StateError::AwaitPingResp)) => {
+                    Err(Failure::new(KEEPALIVE, "no PINGRESP within the keepalive"))
+                }
+                Err(e) => Err(lost(&e)),
+            },
         }
     }
 
@@ -166,6 +240,46 @@ impl Session {
             }
         };
         let _ = tokio::time::timeout(within, drain).await;
+    }
+}
+
+/// What one poll of a session reported.
+#[derive(Debug)]
+pub enum Seen {
+    /// A PUBLISH with this packet id (0 for QoS 0) was written to the connection.
+    Written(u16),
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) for this packet id; `refused` carries an MQTT 5
+    /// failure reason.
+    Acked {
+        /// The packet id.
+        pkid: u16,
+        /// MQTT 5 reason when the broker refused the message.
+        refused: Option<String>,
+    },
+    /// A message arrived on a subscription.
+    Received(bytes::Bytes),
+    /// SUBACK; `refused` filters were not granted.
+    SubAcked {
+        /// Filters the broker refused.
+        refused: usize,
+    },
+    /// Anything else (pings, CONNACK of a reconnect that never happens, ...).
+    Other,
+}
+
+fn v311_qos(qos: u8) -> rumqttc::QoS {
+    match qos {
+        0 => rumqttc::QoS::AtMostOnce,
+        1 => rumqttc::QoS::AtLeastOnce,
+        _ => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+fn v5_qos(qos: u8) -> v5::mqttbytes::QoS {
+    match qos {
+        0 => v5::mqttbytes::QoS::AtMostOnce,
+        1 => v5::mqttbytes::QoS::AtLeastOnce,
+        _ => v5::mqttbytes::QoS::ExactlyOnce,
     }
 }
 

@@ -7,8 +7,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::fleet::TrafficResult;
 use crate::stats::histogram::{self, fmt_us, Percentiles};
-use crate::stats::{Counts, ErrorRow, TimelinePoint};
+use crate::stats::sequence::SequenceTotals;
+use crate::stats::{Counts, ErrorRow, Metric, TimelinePoint};
 
 /// Bumped whenever a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -44,6 +46,8 @@ pub struct Report {
     pub phases: Phases,
     /// Connect latency (TCP connect start -> CONNACK), microseconds.
     pub connect_latency_us: HistogramReport,
+    /// Message figures, when the scenario has traffic.
+    pub traffic: Option<TrafficReport>,
     /// Errors by class.
     pub errors: Vec<ErrorRow>,
     /// Once-per-second gauges.
@@ -158,13 +162,100 @@ impl HistogramReport {
     }
 }
 
+/// What the devices' messages did: the steady-state window (the headline) and the whole
+/// traffic window, plus loss settled from sequence numbers.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrafficReport {
+    /// Length of the traffic window (the scenario's `duration`), seconds.
+    pub window_s: f64,
+    /// Length of its steady part, seconds.
+    pub steady_window_s: f64,
+    /// Messages whose intended send time lies in the steady part.
+    pub steady: TrafficFigures,
+    /// Every message of the window (start-up and wind-down included).
+    pub whole: TrafficFigures,
+    /// Loss, duplicates and reordering at subscribers, whole window.
+    pub sequence: SequenceTotals,
+}
+
+/// Counts, rates and latencies over one window.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrafficFigures {
+    /// PUBLISH written.
+    pub sent: u64,
+    /// Received by subscribers (every copy).
+    pub delivered: u64,
+    /// Payload bytes received by subscribers.
+    pub delivered_bytes: u64,
+    /// `sent` per second of the window.
+    pub sent_per_s: f64,
+    /// `delivered` per second of the window: the throughput that matters.
+    pub delivered_per_s: f64,
+    /// `delivered_bytes` per second of the window.
+    pub delivered_bytes_per_s: f64,
+    /// PUBLISH written -> PUBACK/PUBCOMP, microseconds.
+    pub ack_latency_us: HistogramReport,
+    /// Intended send time -> received, microseconds.
+    pub e2e_corrected_us: HistogramReport,
+    /// Actual send time -> received, microseconds.
+    pub e2e_uncorrected_us: HistogramReport,
+}
+
+impl TrafficReport {
+    /// Builds the section from the run's traffic result and final counters.
+    pub fn new(t: &TrafficResult, c: &Counts) -> TrafficReport {
+        let window_s = (t.window.end - t.window.start).as_secs_f64();
+        let steady_window_s = (t.window.steady_end - t.window.steady_start).as_secs_f64();
+        let figures = |h: &[hdrhistogram::Histogram<u64>; 3],
+                       sent: u64,
+                       delivered: u64,
+                       bytes: u64,
+                       secs: f64| {
+            let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+            TrafficFigures {
+                sent,
+                delivered,
+                delivered_bytes: bytes,
+                sent_per_s: per_s(sent),
+                delivered_per_s: per_s(delivered),
+                delivered_bytes_per_s: per_s(bytes),
+                ack_latency_us: HistogramReport::of(&h[Metric::Ack as usize]),
+                e2e_corrected_us: HistogramReport::of(&h[Metric::E2eCorrected as usize]),
+                e2e_uncorrected_us: HistogramReport::of(&h[Metric::E2eUncorrected as usize]),
+            }
+        };
+        TrafficReport {
+            window_s,
+            steady_window_s,
+            steady: figures(
+                &t.latency.steady,
+                c.steady_sent,
+                c.steady_delivered,
+                c.steady_delivered_bytes,
+                steady_window_s,
+            ),
+            whole: figures(
+                &t.latency.whole,
+                c.sent,
+                c.delivered,
+                c.delivered_bytes,
+                window_s,
+            ),
+            sequence: t.sequence,
+        }
+    }
+}
+
 /// thingswarm's own CPU and memory.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClientUsage {
     /// User + system CPU seconds of the whole process (identity loading included).
     pub cpu_s: f64,
-    /// CPU milliseconds per successful connect.
+    /// CPU milliseconds per successful connect (the whole process, so with traffic this
+    /// includes the messages too).
     pub cpu_ms_per_connect: f64,
+    /// CPU microseconds per message handled (sent + delivered), when there was traffic.
+    pub cpu_us_per_message: f64,
     /// Peak resident memory, bytes.
     pub max_rss_bytes: u64,
     /// True when the embedded broker ran in this process: its CPU and memory are included.
@@ -181,6 +272,15 @@ pub fn definitions() -> BTreeMap<&'static str, &'static str> {
         ("closed", "sessions the run ended with DISCONNECT"),
         ("cancelled", "devices not connected because the run was stopped first"),
         ("ramp_s", "first connect attempt -> every device connected, failed or cancelled"),
+        ("traffic.rate", "publish rates in scenarios are per device: a group of N devices at r/s offers N*r messages per second; each device follows its own open-model schedule (constant or Poisson), starting at a random phase"),
+        ("traffic.window_s", "messages are scheduled from the end of the connect ramp for the scenario's duration; devices then wait (bounded) for acknowledgements and deliveries still in flight"),
+        ("traffic.steady", "headline figures: messages whose intended send time lies in the window minus its first and last tenth (at most 5 s each); `whole` includes them"),
+        ("traffic.sent", "PUBLISH packets written to the connection"),
+        ("traffic.delivered", "messages received by subscribers (each copy counts); a broker may acknowledge and then drop, so this, not `sent`, is the throughput"),
+        ("traffic.ack_latency_us", "PUBLISH written -> PUBACK (QoS 1) or PUBCOMP (QoS 2), matched by packet id"),
+        ("traffic.e2e_corrected_us", "intended send time (schedule) -> received by a subscriber: includes time a message waited behind slow sends (no coordinated omission); same process, one monotonic clock"),
+        ("traffic.e2e_uncorrected_us", "actual send time (handed to the MQTT client) -> received by a subscriber"),
+        ("traffic.sequence", "per publisher, from sequence numbers at each subscriber whose filter matches the publisher's topic: lost = sent - distinct received; duplicates and reordering as seen"),
     ])
 }
 
@@ -243,6 +343,50 @@ impl Report {
             fmt_us(p.p99_9),
             fmt_us(p.max)
         );
+        if let Some(t) = &self.traffic {
+            let w = &t.steady;
+            let _ = writeln!(
+                s,
+                "  traffic    steady {:.1} s of {:.1} s: sent {} ({:.0}/s), delivered {} ({:.0}/s, {:.1} KiB/s); lost {}  duplicates {}  reordered {}",
+                t.steady_window_s,
+                t.window_s,
+                w.sent,
+                w.sent_per_s,
+                w.delivered,
+                w.delivered_per_s,
+                w.delivered_bytes_per_s / 1024.0,
+                t.sequence.lost,
+                t.sequence.duplicates,
+                t.sequence.reordered
+            );
+            let line = |name: &str, h: &HistogramReport, what: &str| {
+                let p = &h.percentiles;
+                format!(
+                    "  {name:<10} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}   ({what}, {} samples)\n",
+                    fmt_us(p.p50),
+                    fmt_us(p.p90),
+                    fmt_us(p.p99),
+                    fmt_us(p.p99_9),
+                    fmt_us(p.max),
+                    p.count
+                )
+            };
+            if w.ack_latency_us.percentiles.count > 0 {
+                s.push_str(&line("ack", &w.ack_latency_us, "written -> PUBACK/PUBCOMP"));
+            }
+            if w.e2e_corrected_us.percentiles.count > 0 {
+                s.push_str(&line(
+                    "e2e",
+                    &w.e2e_corrected_us,
+                    "intended send -> received",
+                ));
+                s.push_str(&line(
+                    "e2e raw",
+                    &w.e2e_uncorrected_us,
+                    "actual send -> received",
+                ));
+            }
+        }
         if self.errors.is_empty() {
             let _ = writeln!(s, "  errors     none");
         }
@@ -253,11 +397,18 @@ impl Report {
                 e.class, e.count, e.example
             );
         }
+        let per = if self.client.cpu_us_per_message > 0.0 {
+            format!(
+                "{:.1} us per message sent or delivered",
+                self.client.cpu_us_per_message
+            )
+        } else {
+            format!("{:.2} ms per connect", self.client.cpu_ms_per_connect)
+        };
         let _ = writeln!(
             s,
-            "  client     CPU {:.2} s ({:.2} ms per connect), peak RSS {:.1} MiB{}",
+            "  client     CPU {:.2} s ({per}), peak RSS {:.1} MiB{}",
             self.client.cpu_s,
-            self.client.cpu_ms_per_connect,
             self.client.max_rss_bytes as f64 / (1024.0 * 1024.0),
             if self.client.includes_embedded_broker {
                 " (embedded broker included)"

@@ -48,6 +48,7 @@
 
 mod error;
 mod raw;
+pub mod traffic;
 mod values;
 
 use std::collections::HashMap;
@@ -60,6 +61,7 @@ use toml::Spanned;
 pub use error::ScenarioError;
 use error::Source;
 use raw::{RawGroup, RawIdentity, RawScenario, RawTarget};
+pub use traffic::{PublishPlan, SubscribePlan};
 
 use crate::identity::{Algorithm, CaSource, FleetSpec, CLIENT_ID_VARS};
 use crate::template::Template;
@@ -97,6 +99,9 @@ pub struct Plan {
     pub identity: IdentityPlan,
     /// The device groups, in file order.
     pub groups: Vec<GroupPlan>,
+    /// Seed of payload generators and Poisson arrivals (`seed = N`; default 0): the same seed
+    /// gives the same payloads and schedules.
+    pub seed: u64,
 }
 
 /// Where devices connect.
@@ -173,6 +178,10 @@ pub struct GroupPlan {
     pub clean_session: bool,
     /// MQTT version the group speaks.
     pub protocol: Protocol,
+    /// What each device publishes, if anything.
+    pub publish: Option<PublishPlan>,
+    /// What each device subscribes to (right after CONNACK, before any traffic starts).
+    pub subscribe: Vec<SubscribePlan>,
 }
 
 /// Connect pacing of one group.
@@ -309,6 +318,7 @@ fn validate(
         target,
         identity,
         groups,
+        seed: raw.seed.unwrap_or(0),
     })
 }
 
@@ -583,10 +593,6 @@ fn group(
     g: &RawGroup,
     default_protocol: Protocol,
 ) -> Result<GroupPlan, ScenarioError> {
-    let place = format!("group `{}`: ", g.name.get_ref());
-    let traffic = "device traffic arrives with a later version";
-    not_built(src, &place, "publish", &g.publish, traffic)?;
-    not_built(src, &place, "subscribe", &g.subscribe, traffic)?;
     let key = |k: &str| format!("group[{i}].{k}");
 
     let name = slug(src, &key("name"), &g.name)?;
@@ -646,6 +652,14 @@ fn group(
         protocol: match &g.protocol {
             Some(p) => protocol(src, &key("protocol"), p)?,
             None => default_protocol,
+        },
+        publish: match &g.publish {
+            Some(p) => Some(traffic::publish(src, &key("publish"), p)?),
+            None => None,
+        },
+        subscribe: match &g.subscribe {
+            Some(list) => traffic::subscribe(src, &key("subscribe"), list)?,
+            None => Vec::new(),
         },
     })
 }

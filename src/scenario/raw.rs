@@ -21,6 +21,8 @@ pub(super) struct RawScenario {
     pub target: Option<Spanned<RawTarget>>,
     pub identity: Option<RawIdentity>,
     pub group: Option<Spanned<Vec<Spanned<RawGroup>>>>,
+    /// Seed of payload generators and Poisson arrivals (reproducible runs).
+    pub seed: Option<u64>,
     /// Policy expectations: not built yet.
     pub expect: Option<Spanned<IgnoredAny>>,
     /// Service-level objectives: not built yet.
@@ -64,10 +66,29 @@ pub(super) struct RawGroup {
     pub keepalive: Option<Spanned<String>>,
     pub clean_session: Option<bool>,
     pub protocol: Option<Spanned<String>>,
-    /// Device traffic: not built yet.
-    pub publish: Option<Spanned<IgnoredAny>>,
-    /// Device traffic: not built yet.
-    pub subscribe: Option<Spanned<IgnoredAny>>,
+    pub publish: Option<Spanned<RawPublish>>,
+    pub subscribe: Option<Spanned<Vec<Spanned<RawSubscribe>>>>,
+}
+
+/// A group's `publish = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPublish {
+    pub topic: Spanned<String>,
+    pub qos: Option<Spanned<u8>>,
+    pub retain: Option<bool>,
+    pub rate: Option<Spanned<String>>,
+    pub arrivals: Option<Spanned<String>>,
+    pub size: Option<Spanned<u64>>,
+    pub payload: Option<Spanned<toml::Value>>,
+}
+
+/// One entry of a group's `subscribe = [ ... ]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSubscribe {
+    pub filter: Spanned<String>,
+    pub qos: Option<Spanned<u8>>,
 }
 
 /// A group's `connect = { ... }`.

@@ -13,7 +13,7 @@ pub mod sequence;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -56,6 +56,24 @@ pub struct GroupCounters {
     pub closed: AtomicU64,
     /// Attempts abandoned because the run was stopped first.
     pub cancelled: AtomicU64,
+    /// PUBLISH packets written to the connection.
+    pub sent: AtomicU64,
+    /// Payload bytes of `sent`.
+    pub sent_bytes: AtomicU64,
+    /// PUBACK (QoS 1) / PUBCOMP (QoS 2) received with success.
+    pub acked: AtomicU64,
+    /// Acknowledgements carrying a refusal (MQTT 5 reason code).
+    pub refused: AtomicU64,
+    /// Messages received by this group's subscribers (every copy counts).
+    pub delivered: AtomicU64,
+    /// Payload bytes of `delivered`.
+    pub delivered_bytes: AtomicU64,
+    /// `sent` whose intended time lies in the steady-state window.
+    pub steady_sent: AtomicU64,
+    /// `delivered` whose intended send time lies in the steady-state window.
+    pub steady_delivered: AtomicU64,
+    /// Payload bytes of `steady_delivered`.
+    pub steady_delivered_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of [`GroupCounters`].
@@ -77,6 +95,24 @@ pub struct Counts {
     pub closed: u64,
     /// See [`GroupCounters::cancelled`].
     pub cancelled: u64,
+    /// See [`GroupCounters::sent`].
+    pub sent: u64,
+    /// See [`GroupCounters::sent_bytes`].
+    pub sent_bytes: u64,
+    /// See [`GroupCounters::acked`].
+    pub acked: u64,
+    /// See [`GroupCounters::refused`].
+    pub refused: u64,
+    /// See [`GroupCounters::delivered`].
+    pub delivered: u64,
+    /// See [`GroupCounters::delivered_bytes`].
+    pub delivered_bytes: u64,
+    /// See [`GroupCounters::steady_sent`].
+    pub steady_sent: u64,
+    /// See [`GroupCounters::steady_delivered`].
+    pub steady_delivered: u64,
+    /// See [`GroupCounters::steady_delivered_bytes`].
+    pub steady_delivered_bytes: u64,
 }
 
 impl GroupCounters {
@@ -90,7 +126,25 @@ impl GroupCounters {
             dropped: self.dropped.load(Relaxed),
             closed: self.closed.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
+            sent: self.sent.load(Relaxed),
+            sent_bytes: self.sent_bytes.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
+            delivered_bytes: self.delivered_bytes.load(Relaxed),
+            steady_sent: self.steady_sent.load(Relaxed),
+            steady_delivered: self.steady_delivered.load(Relaxed),
+            steady_delivered_bytes: self.steady_delivered_bytes.load(Relaxed),
         }
+    }
+}
+
+impl Counts {
+    /// Written QoS 1/2 messages with neither an acknowledgement nor a refusal yet (QoS 0
+    /// messages are never acknowledged: callers with QoS 0 traffic see them here too, so this
+    /// is exact only for QoS >= 1 publishers).
+    pub fn sent_qos_unacked(&self) -> u64 {
+        self.sent.saturating_sub(self.acked + self.refused)
     }
 }
 
@@ -104,6 +158,15 @@ impl std::ops::AddAssign for Counts {
         self.dropped += o.dropped;
         self.closed += o.closed;
         self.cancelled += o.cancelled;
+        self.sent += o.sent;
+        self.sent_bytes += o.sent_bytes;
+        self.acked += o.acked;
+        self.refused += o.refused;
+        self.delivered += o.delivered;
+        self.delivered_bytes += o.delivered_bytes;
+        self.steady_sent += o.steady_sent;
+        self.steady_delivered += o.steady_delivered;
+        self.steady_delivered_bytes += o.steady_delivered_bytes;
     }
 }
 
@@ -122,20 +185,30 @@ pub struct ErrorRow {
 pub struct Recorder {
     groups: Vec<GroupCounters>,
     connect_shards: Box<[Mutex<Histogram<u64>>]>,
+    traffic_shards: Box<[Mutex<TrafficHistograms>]>,
+    window: OnceLock<TrafficWindow>,
+    publisher_sent: Box<[AtomicU64]>,
+    subscribers: Mutex<Vec<SubscriberResult>>,
     errors: Mutex<BTreeMap<&'static str, (u64, String)>>,
     phase: AtomicU8,
     started: Instant,
 }
 
 impl Recorder {
-    /// A recorder for `groups` device groups.
-    pub fn new(groups: usize) -> Recorder {
+    /// A recorder for `groups` device groups of `devices` devices in all.
+    pub fn new(groups: usize, devices: usize) -> Recorder {
         let shards = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
         Recorder {
             groups: (0..groups).map(|_| GroupCounters::default()).collect(),
             connect_shards: (0..shards)
                 .map(|_| Mutex::new(histogram::latency()))
                 .collect(),
+            traffic_shards: (0..shards)
+                .map(|_| Mutex::new(TrafficHistograms::new()))
+                .collect(),
+            window: OnceLock::new(),
+            publisher_sent: (0..devices).map(|_| AtomicU64::new(0)).collect(),
+            subscribers: Mutex::new(Vec::new()),
             errors: Mutex::new(BTreeMap::new()),
             phase: AtomicU8::new(Phase::Ramp as u8),
             started: Instant::now(),
@@ -154,6 +227,45 @@ impl Recorder {
             .lock()
             .expect("histogram lock")
             .saturating_record(latency.as_micros() as u64);
+    }
+
+    /// The run's time origin: payload headers carry nanoseconds since this instant.
+    pub fn epoch(&self) -> Instant {
+        self.started
+    }
+
+    /// Opens the traffic window (once; later calls are ignored).
+    pub fn open_window(&self, window: TrafficWindow) {
+        let _ = self.window.set(window);
+    }
+
+    /// The traffic window, once the fleet is connected.
+    pub fn window(&self) -> Option<&TrafficWindow> {
+        self.window.get()
+    }
+
+    /// Records how many messages the publisher with global index `device` wrote in all
+    /// (sequence numbers `0..count`), when it stops.
+    pub fn publisher_done(&self, device: usize, count: u64) {
+        self.publisher_sent[device].store(count, Relaxed);
+    }
+
+    /// Messages the publisher with global index `device` wrote.
+    pub fn publisher_sent(&self, device: usize) -> u64 {
+        self.publisher_sent[device].load(Relaxed)
+    }
+
+    /// Hands over a subscriber's sequence tracker when it stops.
+    pub fn subscriber_done(&self, result: SubscriberResult) {
+        self.subscribers
+            .lock()
+            .expect("subscriber list lock")
+            .push(result);
+    }
+
+    /// Every subscriber's tracker (at the end of the run).
+    pub fn take_subscribers(&self) -> Vec<SubscriberResult> {
+        std::mem::take(&mut *self.subscribers.lock().expect("subscriber list lock"))
     }
 
     /// Records an error of `class`; `example` is kept if it is the latest.
@@ -188,6 +300,141 @@ impl Recorder {
     }
 }
 
+/// When devices publish: messages are scheduled from `start` until `end`; the headline
+/// figures count only messages whose intended send time lies in `steady` (the window minus
+/// its first and last tenth, at most 5 s each), so start-up and wind-down do not pollute them.
+#[derive(Clone, Copy, Debug)]
+pub struct TrafficWindow {
+    /// First intended send time.
+    pub start: Instant,
+    /// No message is scheduled at or after this.
+    pub end: Instant,
+    /// Start of the steady-state window.
+    pub steady_start: Instant,
+    /// End of the steady-state window.
+    pub steady_end: Instant,
+}
+
+impl TrafficWindow {
+    /// A window of `length` from `start`, with the steady part as described above.
+    pub fn new(start: Instant, length: Duration) -> TrafficWindow {
+        let edge = (length / 10).min(Duration::from_secs(5));
+        TrafficWindow {
+            start,
+            end: start + length,
+            steady_start: start + edge,
+            steady_end: start + length - edge,
+        }
+    }
+
+    /// Whether a message intended at `at` counts in the headline figures.
+    pub fn is_steady(&self, at: Instant) -> bool {
+        at >= self.steady_start && at < self.steady_end
+    }
+}
+
+/// A subscriber's view of the publishers it heard, handed over when it stops.
+#[derive(Debug)]
+pub struct SubscriberResult {
+    /// Its group.
+    pub group: usize,
+    /// Per-publisher sequence tracking.
+    pub tracker: sequence::SequenceTracker,
+}
+
+/// Message latency metrics (DESIGN.md section 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// PUBLISH written -> PUBACK (QoS 1) / PUBCOMP (QoS 2).
+    Ack = 0,
+    /// Intended send time -> received at a subscriber (coordinated-omission corrected).
+    E2eCorrected = 1,
+    /// Actual send time -> received at a subscriber.
+    E2eUncorrected = 2,
+}
+
+const METRICS: usize = 3;
+
+/// Per shard: for each metric, the whole traffic window and its steady part.
+struct TrafficHistograms {
+    whole: [Histogram<u64>; METRICS],
+    steady: [Histogram<u64>; METRICS],
+}
+
+impl TrafficHistograms {
+    fn new() -> Self {
+        TrafficHistograms {
+            whole: std::array::from_fn(|_| histogram::latency()),
+            steady: std::array::from_fn(|_| histogram::latency()),
+        }
+    }
+}
+
+/// A device's latency samples, batched so that recording a message takes no lock: the batch
+/// goes into the device's shard when full or a quarter second old. Its buffer is allocated
+/// once per device.
+pub struct Samples {
+    buf: Vec<(Metric, bool, u64)>,
+    shard: usize,
+    flushed: Instant,
+}
+
+impl Samples {
+    const CAPACITY: usize = 64;
+
+    /// An empty batch for device `index`.
+    pub fn new(index: usize) -> Samples {
+        Samples {
+            buf: Vec::with_capacity(Self::CAPACITY),
+            shard: index,
+            flushed: Instant::now(),
+        }
+    }
+
+    /// Records `latency` of `metric`; `steady` when the message's intended time was in the
+    /// steady-state window.
+    pub fn record(
+        &mut self,
+        recorder: &Recorder,
+        metric: Metric,
+        steady: bool,
+        latency: Duration,
+        now: Instant,
+    ) {
+        self.buf.push((metric, steady, latency.as_micros() as u64));
+        if self.buf.len() == Self::CAPACITY || now - self.flushed >= Duration::from_millis(250) {
+            self.flush(recorder, now);
+        }
+    }
+
+    /// Moves the batch into the recorder.
+    pub fn flush(&mut self, recorder: &Recorder, now: Instant) {
+        self.flushed = now;
+        if self.buf.is_empty() {
+            return;
+        }
+        let shards = &recorder.traffic_shards;
+        let mut h = shards[self.shard % shards.len()]
+            .lock()
+            .expect("histogram lock");
+        for (metric, steady, us) in self.buf.drain(..) {
+            h.whole[metric as usize].saturating_record(us);
+            if steady {
+                h.steady[metric as usize].saturating_record(us);
+            }
+        }
+    }
+}
+
+/// Cumulative message-latency histograms of a run, for the report.
+#[derive(Clone)]
+pub struct TrafficLatency {
+    /// Over the whole traffic window, by [`Metric`].
+    pub whole: [Histogram<u64>; METRICS],
+    /// Over the steady-state window only (the headline), by [`Metric`].
+    pub steady: [Histogram<u64>; METRICS],
+}
+
 /// One sample of the run's gauges, kept once per second for the report.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct TimelinePoint {
@@ -201,6 +448,44 @@ pub struct TimelinePoint {
     pub failed: u64,
     /// Successful connects per second over the last second.
     pub connects_per_s: f64,
+    /// PUBLISH written per second over the last second.
+    pub sent_per_s: f64,
+    /// Messages received by subscribers per second over the last second.
+    pub delivered_per_s: f64,
+}
+
+/// Percentiles of the three message-latency metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct MessageLatency {
+    /// See [`Metric::Ack`].
+    pub ack: Percentiles,
+    /// See [`Metric::E2eCorrected`].
+    pub e2e_corrected: Percentiles,
+    /// See [`Metric::E2eUncorrected`].
+    pub e2e_uncorrected: Percentiles,
+}
+
+impl MessageLatency {
+    fn of(h: &[Histogram<u64>; METRICS]) -> MessageLatency {
+        MessageLatency {
+            ack: Percentiles::of(&h[Metric::Ack as usize]),
+            e2e_corrected: Percentiles::of(&h[Metric::E2eCorrected as usize]),
+            e2e_uncorrected: Percentiles::of(&h[Metric::E2eUncorrected as usize]),
+        }
+    }
+}
+
+/// Message rates since the previous tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Rates {
+    /// PUBLISH written per second.
+    pub sent_per_s: f64,
+    /// Acknowledged per second.
+    pub acked_per_s: f64,
+    /// Received by subscribers per second.
+    pub delivered_per_s: f64,
+    /// Payload bytes received by subscribers per second.
+    pub delivered_bytes_per_s: f64,
 }
 
 /// What readers see: an immutable copy of the run at one tick.
@@ -222,6 +507,12 @@ pub struct Snapshot {
     pub connect_interval: Percentiles,
     /// Connect latency since the start.
     pub connect_total: Percentiles,
+    /// Message rates since the previous tick.
+    pub rates: Rates,
+    /// Message latency since the previous tick.
+    pub latency_interval: MessageLatency,
+    /// Message latency over the whole traffic window so far.
+    pub latency_total: MessageLatency,
     /// Errors by class.
     pub errors: Vec<ErrorRow>,
 }
@@ -232,9 +523,11 @@ pub struct Aggregator {
     planned: u64,
     cumulative: Histogram<u64>,
     interval: Histogram<u64>,
+    traffic_interval: [Histogram<u64>; METRICS],
+    traffic: TrafficLatency,
     last_tick: Instant,
-    last_connects: u64,
-    last_sample: (f64, u64),
+    last: Counts,
+    last_sample: (f64, Counts),
     timeline: Vec<TimelinePoint>,
 }
 
@@ -247,9 +540,14 @@ impl Aggregator {
             planned,
             cumulative: histogram::latency(),
             interval: histogram::latency(),
+            traffic_interval: std::array::from_fn(|_| histogram::latency()),
+            traffic: TrafficLatency {
+                whole: std::array::from_fn(|_| histogram::latency()),
+                steady: std::array::from_fn(|_| histogram::latency()),
+            },
             last_tick: now,
-            last_connects: 0,
-            last_sample: (0.0, 0),
+            last: Counts::default(),
+            last_sample: (0.0, Counts::default()),
             timeline: Vec::new(),
         }
     }
@@ -263,6 +561,27 @@ impl Aggregator {
             h.reset();
         }
         self.cumulative.add(&self.interval).expect("same bounds");
+        for h in &mut self.traffic_interval {
+            h.reset();
+        }
+        for shard in self.recorder.traffic_shards.iter() {
+            let mut h = shard.lock().expect("histogram lock");
+            for m in 0..METRICS {
+                self.traffic_interval[m]
+                    .add(&h.whole[m])
+                    .expect("same bounds");
+                self.traffic.steady[m]
+                    .add(&h.steady[m])
+                    .expect("same bounds");
+                h.whole[m].reset();
+                h.steady[m].reset();
+            }
+        }
+        for m in 0..METRICS {
+            self.traffic.whole[m]
+                .add(&self.traffic_interval[m])
+                .expect("same bounds");
+        }
 
         let now = Instant::now();
         let elapsed = now - self.recorder.started;
@@ -277,22 +596,31 @@ impl Aggregator {
             totals += *g;
         }
         let dt = (now - self.last_tick).as_secs_f64().max(1e-3);
-        let connects_per_s = (totals.connects - self.last_connects) as f64 / dt;
+        let per_s = |now: u64, then: u64| (now - then) as f64 / dt;
+        let connects_per_s = per_s(totals.connects, self.last.connects);
+        let rates = Rates {
+            sent_per_s: per_s(totals.sent, self.last.sent),
+            acked_per_s: per_s(totals.acked, self.last.acked),
+            delivered_per_s: per_s(totals.delivered, self.last.delivered),
+            delivered_bytes_per_s: per_s(totals.delivered_bytes, self.last.delivered_bytes),
+        };
         self.last_tick = now;
-        self.last_connects = totals.connects;
+        self.last = totals;
 
         let t = elapsed.as_secs_f64();
         if t - self.last_sample.0 >= 1.0 || self.timeline.is_empty() {
-            let per_s =
-                (totals.connects - self.last_sample.1) as f64 / (t - self.last_sample.0).max(1e-3);
+            let (t0, then) = self.last_sample;
+            let per_s = |now: u64, then: u64| ((now - then) as f64 / (t - t0).max(1e-3)).round();
             self.timeline.push(TimelinePoint {
                 t: (t * 1000.0).round() / 1000.0,
                 connected: totals.connected,
                 connecting: totals.connecting,
                 failed: totals.failed,
-                connects_per_s: per_s.round(),
+                connects_per_s: per_s(totals.connects, then.connects),
+                sent_per_s: per_s(totals.sent, then.sent),
+                delivered_per_s: per_s(totals.delivered, then.delivered),
             });
-            self.last_sample = (t, totals.connects);
+            self.last_sample = (t, totals);
         }
 
         let errors = self
@@ -316,8 +644,16 @@ impl Aggregator {
             connects_per_s,
             connect_interval: Percentiles::of(&self.interval),
             connect_total: Percentiles::of(&self.cumulative),
+            rates,
+            latency_interval: MessageLatency::of(&self.traffic_interval),
+            latency_total: MessageLatency::of(&self.traffic.whole),
             errors,
         }
+    }
+
+    /// Message latency over the whole window and its steady part (for the report).
+    pub fn traffic_latency(&self) -> &TrafficLatency {
+        &self.traffic
     }
 
     /// Connect latency since the start (for the report's serialised histogram).

@@ -3,9 +3,10 @@
 //! Each subscriber keeps one [`SequenceTracker`]; a received message's header gives its
 //! publisher and sequence number (see `traffic::payload::Header`). A bitmap per publisher
 //! records which sequence numbers arrived, so duplicates are exact (not guessed from order),
-//! and loss is settled at the end against what each publisher says it sent: a message is lost
-//! when it was sent after the subscription began and never arrived. The bitmap grows by whole
-//! words as sequence numbers rise (amortised, never per message).
+//! and loss is settled at the end against what each publisher the subscriber should hear
+//! says it sent (subscriptions are made before any traffic starts, so every message of a
+//! matching publisher is expected). The bitmap grows by whole words as sequence numbers rise
+//! (amortised, never per message).
 
 /// One subscriber's view of every publisher it hears from.
 #[derive(Debug, Default)]
@@ -19,8 +20,6 @@ struct PublisherSeen {
     seen: Vec<u64>,
     /// Highest sequence number received, plus one (0: nothing yet).
     next: u64,
-    /// First sequence number received: earlier ones were sent before this subscriber listened.
-    first: Option<u64>,
     unique: u64,
     duplicates: u64,
     reordered: u64,
@@ -46,8 +45,7 @@ pub struct SequenceTotals {
     pub duplicates: u64,
     /// Messages that arrived after a later one of the same publisher.
     pub reordered: u64,
-    /// Messages sent after this subscriber's first receipt from that publisher that never
-    /// arrived.
+    /// Messages of expected publishers that never arrived.
     pub lost: u64,
 }
 
@@ -69,7 +67,6 @@ impl SequenceTracker {
         }
         s.seen[word] |= bit;
         s.unique += 1;
-        s.first = Some(s.first.map_or(seq, |f| f.min(seq)));
         if seq + 1 >= s.next {
             s.next = seq + 1;
             Arrival::InOrder
@@ -79,21 +76,29 @@ impl SequenceTracker {
         }
     }
 
-    /// Settles the counts: `sent(publisher)` is how many messages that publisher sent in all
-    /// (sequence numbers `0..sent`). Publishers never heard from count nothing as lost here:
-    /// whether this subscriber should have heard them is the caller's knowledge.
-    pub fn totals(&self, sent: impl Fn(u32) -> u64) -> SequenceTotals {
+    /// Settles the counts. `expected` lists the publishers this subscriber should hear, with
+    /// how many messages each sent (sequence numbers `0..sent`).
+    pub fn totals(&self, expected: &[(u32, u64)]) -> SequenceTotals {
         let mut t = SequenceTotals::default();
-        for (p, s) in self.publishers.iter().enumerate() {
+        for s in &self.publishers {
             t.unique += s.unique;
             t.duplicates += s.duplicates;
             t.reordered += s.reordered;
-            if let Some(first) = s.first {
-                let expected = sent(p as u32).saturating_sub(first);
-                t.lost += expected.saturating_sub(s.unique);
-            }
+        }
+        for &(p, sent) in expected {
+            let heard = self.publishers.get(p as usize).map_or(0, |s| s.unique);
+            t.lost += sent.saturating_sub(heard);
         }
         t
+    }
+}
+
+impl std::ops::AddAssign for SequenceTotals {
+    fn add_assign(&mut self, o: SequenceTotals) {
+        self.unique += o.unique;
+        self.duplicates += o.duplicates;
+        self.reordered += o.reordered;
+        self.lost += o.lost;
     }
 }
 
@@ -109,13 +114,14 @@ mod tests {
         assert_eq!(t.record(0, 1), Arrival::Reordered);
         assert_eq!(t.record(0, 1), Arrival::Duplicate);
         assert_eq!(t.record(0, 200), Arrival::InOrder);
-        assert_eq!(t.record(3, 5), Arrival::InOrder); // joined late: 0..5 not expected
-        let totals = t.totals(|p| if p == 0 { 300 } else { 10 });
+        assert_eq!(t.record(3, 5), Arrival::InOrder);
+        // Publisher 7 was expected but never heard; publisher 3 was heard but not expected.
+        let totals = t.totals(&[(0, 300), (7, 12)]);
         assert_eq!(totals.unique, 5);
         assert_eq!(totals.duplicates, 1);
         assert_eq!(totals.reordered, 1);
-        // publisher 0: 300 sent, 4 unique -> 296 lost; publisher 3: 10 - 5 = 5 expected, 1 seen.
-        assert_eq!(totals.lost, 296 + 4);
+        // publisher 0: 300 sent, 4 unique -> 296 lost; publisher 7: all 12 lost.
+        assert_eq!(totals.lost, 296 + 12);
     }
 
     #[test]
@@ -126,7 +132,7 @@ mod tests {
                 assert_eq!(t.record(p, seq), Arrival::InOrder);
             }
         }
-        let totals = t.totals(|_| 10_000);
+        let totals = t.totals(&[(0, 10_000), (1, 10_000), (2, 10_000)]);
         assert_eq!(
             totals,
             SequenceTotals {

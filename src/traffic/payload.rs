@@ -197,7 +197,7 @@ pub struct RenderCtx {
 ///
 /// Kept per device (not per template or worker) so a device's messages depend only on the run's
 /// seed and the device's index, not on which worker renders them or in what interleaving.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DeviceState {
     rng: SmallRng,
     /// Messages rendered so far: what `counter()` adds to its start.
@@ -230,7 +230,7 @@ impl DeviceState {
 }
 
 /// What a publishing group sends.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum PayloadSpec {
     /// `size` bytes: the binary header, then pseudo-random filler (so the bytes do not compress
     /// and sizes are exactly what the user asked for).
@@ -278,7 +278,7 @@ impl PayloadSpec {
 ///
 /// Fields appear in the order of the TOML table they came from (toml's map: alphabetical by
 /// key unless toml's `preserve_order` feature is on).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PayloadTemplate {
     pieces: Vec<Piece>,
     /// A usual upper bound of a rendered payload's length, reserved on every render so the
@@ -286,13 +286,13 @@ pub struct PayloadTemplate {
     len_hint: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum Piece {
     Text(Box<[u8]>),
     Gen(Gen),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum Gen {
     Counter {
         start: i64,

@@ -1,0 +1,214 @@
+//! A connected device's traffic: subscribe, publish on its open-model schedule during the
+//! traffic window, and measure acknowledgements and deliveries.
+//!
+//! Per message the device keeps its own state only (no lock, no shared map): an in-flight
+//! table indexed by packet id for acknowledgement latency, a small queue of handed-over
+//! messages waiting to be written, a batch of latency samples flushed to a shard, and atomic
+//! group counters. rumqttc takes an owned topic and payload per PUBLISH, so one payload copy
+//! per message is the client library's cost, not ours to avoid.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::{Rng as _, SeedableRng as _};
+use tokio::sync::watch;
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+
+use super::failure::Failure;
+use super::pacer::Schedule;
+use super::session::{Seen, Session, INFLIGHT, REQUEST_CAPACITY};
+use super::GroupCtx;
+use crate::stats::sequence::SequenceTracker;
+use crate::stats::{Metric, Samples, SubscriberResult, TrafficWindow};
+use crate::traffic::payload::{parse_header, DeviceState, Header, RenderCtx};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Unacknowledged messages a "max"-rate device allows itself.
+const MAX_RATE_WINDOW: usize = 1;
+
+/// A handed-over PUBLISH that rumqttc has not written yet.
+struct Handed {
+    intended: Instant,
+    len: u64,
+}
+
+/// Serves device `index`'s established session until `stop` (then `Ok`) or until the session
+/// fails (then the failure).
+pub(super) async fn serve(
+    ctx: &GroupCtx,
+    index: usize,
+    client_id: &str,
+    session: &mut Session,
+    mut window_rx: watch::Receiver<Option<TrafficWindow>>,
+    stop: &CancellationToken,
+) -> Result<(), Failure> {
+    let rec = &*ctx.recorder;
+    let counters = rec.group(ctx.group);
+    let global = ctx.offset + index;
+    let epoch = rec.epoch();
+    let mut samples = Samples::new(index);
+
+    let mut tracker = (!ctx.plan.subscribe.is_empty()).then(SequenceTracker::default);
+    if tracker.is_some() && !session.try_subscribe(&ctx.plan.subscribe) {
+        return Err(Failure::new(
+            "protocol error",
+            "SUBSCRIBE could not be queued",
+        ));
+    }
+
+    let publish = ctx.plan.publish.as_ref();
+    let topic = publish.map(|p| p.topic_for(&ctx.plan.name, client_id, index as u64));
+    let mut payload_state = DeviceState::new(ctx.seed, global as u32);
+    let mut buf = Vec::new();
+    let mut window: Option<TrafficWindow> = None;
+    let mut schedule: Option<Schedule> = None;
+    let mut owed: Option<Instant> = None;
+    let mut blocked = false;
+    let mut finished = publish.is_none();
+    let mut seq = 0u64;
+    let mut written = 0u64;
+    let mut handed: VecDeque<Handed> = VecDeque::with_capacity(REQUEST_CAPACITY + 2);
+    let mut inflight: Vec<Option<(Instant, bool)>> = vec![None; INFLIGHT as usize + 1];
+    let mut outstanding = 0usize;
+
+    let result = loop {
+        // When the next message may go: its intended time (open model), or now while the
+        // closed-loop "max" rate has room.
+        let due = match (publish, &window) {
+            _ if finished || blocked => None,
+            (Some(p), Some(_)) if p.rate.is_none() => {
+                let limit = if p.qos == 0 { 1 } else { MAX_RATE_WINDOW };
+                (outstanding + handed.len() < limit).then(Instant::now)
+            }
+            (Some(_), Some(_)) => {
+                let s = schedule
+                    .as_mut()
+                    .expect("a rated publisher has a schedule once the window opens");
+                Some(*owed.get_or_insert_with(|| s.next_due().into_std()))
+            }
+            _ => None,
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break Ok(()),
+            changed = window_rx.changed(), if window.is_none() => {
+                if changed.is_err() {
+                    finished = true; // the run ended before traffic started
+                    continue;
+                }
+                window = *window_rx.borrow_and_update();
+                if let (Some(w), Some(p)) = (window, publish) {
+                    if let Some(rate) = p.rate {
+                        // Devices start at a random phase of their period, as a real fleet does,
+                        // rather than all at the same instant.
+                        let mut rng = rand::rngs::SmallRng::seed_from_u64(ctx.seed ^ (global as u64).rotate_left(17));
+                        let phase = Duration::from_secs_f64(rng.random::<f64>() / rate);
+                        let start = tokio::time::Instant::from_std(w.start + phase);
+                        schedule = Some(Schedule::new(start, rate, p.arrivals, ctx.seed ^ global as u64));
+                    }
+                }
+            }
+            _ = sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
+                let (p, w) = (publish.expect("due implies publishing"), window.expect("due implies a window"));
+                let intended = owed.take().unwrap_or_else(Instant::now);
+                if intended >= w.end || Instant::now() >= w.end {
+                    finished = true;
+                    continue;
+                }
+                let now = Instant::now();
+                let header = Header {
+                    publisher: global as u32,
+                    seq,
+                    intended_ns: (intended - epoch).as_nanos() as u64,
+                    sent_ns: (now - epoch).as_nanos() as u64,
+                };
+                let ctx_render = RenderCtx { header, elapsed: now - w.start, unix_ms: unix_ms() };
+                p.payload.render(&ctx_render, &mut payload_state, &mut buf);
+                let topic = topic.as_deref().expect("publishers have a topic");
+                if session.try_publish(topic, p.qos, p.retain, buf.clone()) {
+                    seq += 1;
+                    handed.push_back(Handed { intended, len: buf.len() as u64 });
+                } else {
+                    // rumqttc's request queue is full: keep the message (and its intended time)
+                    // and try again after the next event.
+                    owed = Some(intended);
+                    blocked = true;
+                }
+            }
+            seen = session.next() => {
+                blocked = false;
+                let now = Instant::now();
+                match seen {
+                    Err(failure) => break Err(failure),
+                    Ok(Seen::Written(pkid)) => {
+                        let Some(h) = handed.pop_front() else { continue };
+                        written += 1;
+                        counters.sent.fetch_add(1, Relaxed);
+                        counters.sent_bytes.fetch_add(h.len, Relaxed);
+                        let steady = window.is_some_and(|w| w.is_steady(h.intended));
+                        if steady {
+                            counters.steady_sent.fetch_add(1, Relaxed);
+                        }
+                        if let Some(slot) = inflight.get_mut(pkid as usize).filter(|_| pkid != 0) {
+                            *slot = Some((now, steady));
+                            outstanding += 1;
+                        }
+                    }
+                    Ok(Seen::Acked { pkid, refused }) => {
+                        let Some((written_at, steady)) = inflight.get_mut(pkid as usize).and_then(Option::take) else { continue };
+                        outstanding = outstanding.saturating_sub(1);
+                        match refused {
+                            None => {
+                                counters.acked.fetch_add(1, Relaxed);
+                                samples.record(rec, Metric::Ack, steady, now - written_at, now);
+                            }
+                            Some(reason) => {
+                                counters.refused.fetch_add(1, Relaxed);
+                                rec.error("mqtt: publish refused", format!("{client_id}: {reason}"));
+                            }
+                        }
+                    }
+                    Ok(Seen::Received(payload)) => {
+                        counters.delivered.fetch_add(1, Relaxed);
+                        counters.delivered_bytes.fetch_add(payload.len() as u64, Relaxed);
+                        let (Some(h), Some(t)) = (parse_header(&payload), tracker.as_mut()) else { continue };
+                        t.record(h.publisher, h.seq);
+                        let now_ns = (now - epoch).as_nanos() as u64;
+                        let intended = epoch + Duration::from_nanos(h.intended_ns);
+                        let steady = window.is_some_and(|w| w.is_steady(intended));
+                        if steady {
+                            counters.steady_delivered.fetch_add(1, Relaxed);
+                            counters.steady_delivered_bytes.fetch_add(payload.len() as u64, Relaxed);
+                        }
+                        let ns = |from: u64| Duration::from_nanos(now_ns.saturating_sub(from));
+                        samples.record(rec, Metric::E2eCorrected, steady, ns(h.intended_ns), now);
+                        samples.record(rec, Metric::E2eUncorrected, steady, ns(h.sent_ns), now);
+                    }
+                    Ok(Seen::SubAcked { refused }) if refused > 0 => {
+                        rec.error("mqtt: subscribe refused", format!("{client_id}: {refused} filter(s) refused"));
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    };
+
+    samples.flush(rec, Instant::now());
+    if publish.is_some() {
+        rec.publisher_done(global, written);
+    }
+    if let Some(tracker) = tracker {
+        rec.subscriber_done(SubscriberResult {
+            group: ctx.group,
+            tracker,
+        });
+    }
+    result
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

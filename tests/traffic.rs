@@ -1,0 +1,122 @@
+//! Device traffic against mosquitto started by each test (mTLS, loopback): exactly-once
+//! delivery and a zero loss counter with raised limits; with tight queue limits (mosquitto
+//! drops what a slow subscriber cannot take) the loss counter equals sent - delivered exactly.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use thingswarm::broker::mosquitto::Mosquitto;
+use thingswarm::fleet::{self, Endpoint, RunResult};
+use thingswarm::identity::{cache, Fleet};
+use thingswarm::scenario::{Overrides, Plan};
+use thingswarm::tls::install_crypto_provider;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+fn run_against_mosquitto(scenario: &str, extra_config: &str) -> Option<(Plan, RunResult)> {
+    install_crypto_provider();
+    let plan = Plan::from_str(scenario, Path::new("traffic.toml"), &Overrides::default()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let fleets: Vec<Arc<Fleet>> = plan
+        .groups
+        .iter()
+        .map(|g| {
+            Arc::new(
+                cache::ensure(tmp.path(), &plan.fleet_spec(g), g.devices, false)
+                    .unwrap()
+                    .0,
+            )
+        })
+        .collect();
+    let broker = match Mosquitto::start(&[fleets[0].root().clone()], extra_config) {
+        Ok(b) => b,
+        Err(e)
+            if std::env::var("CI").as_deref() != Ok("true")
+                && e.to_string().contains("apt-get install") =>
+        {
+            eprintln!("skipping: {e}");
+            return None;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, _rx) = watch::channel(Default::default());
+    let result = rt.block_on(fleet::run(
+        &plan,
+        fleets,
+        endpoint,
+        CancellationToken::new(),
+        tx,
+    ));
+    Some((plan, result))
+}
+
+#[test]
+fn every_qos1_message_is_delivered_exactly_once_with_raised_limits() {
+    let scenario = r#"
+name = "exactly-once"
+duration = "3s"
+[[group]]
+name = "sink"
+devices = 1
+client_id = "sink"
+subscribe = [{ filter = "t/#", qos = 1 }]
+[[group]]
+name = "pub"
+devices = 20
+client_id = "pub-{index:02}"
+publish = { topic = "t/{client_id}", qos = 1, rate = "100/s", size = 64 }
+"#;
+    let Some((_, result)) = run_against_mosquitto(scenario, "") else {
+        return;
+    };
+    let t = result.last.totals;
+    let traffic = result.traffic.expect("the scenario has traffic");
+    assert!(t.sent > 4000, "about 20 x 100/s x 3 s sent: {}", t.sent);
+    assert_eq!(t.acked, t.sent, "every QoS 1 message acknowledged");
+    assert_eq!(t.delivered, t.sent, "every message delivered once");
+    assert_eq!(traffic.sequence.unique, t.sent);
+    assert_eq!((traffic.sequence.lost, traffic.sequence.duplicates), (0, 0));
+    let latency = &traffic.latency.whole;
+    assert_eq!(latency[0].len(), t.sent, "one ack latency per message");
+    assert_eq!(latency[1].len(), t.sent, "one e2e latency per delivery");
+    assert!(result.last.errors.is_empty(), "{:?}", result.last.errors);
+}
+
+#[test]
+fn with_tight_broker_queues_loss_equals_sent_minus_delivered() {
+    // A firehose into one subscriber while mosquitto may queue only 10 messages for it: the
+    // broker acknowledges publishes and silently drops what the subscriber cannot take.
+    let scenario = r#"
+name = "lossy"
+duration = "2s"
+[[group]]
+name = "sink"
+devices = 1
+client_id = "sink"
+subscribe = [{ filter = "t/#", qos = 1 }]
+[[group]]
+name = "pub"
+devices = 20
+client_id = "pub-{index:02}"
+publish = { topic = "t/{client_id}", qos = 1, rate = "max", size = 64 }
+"#;
+    let tight = "max_inflight_messages 5\nmax_queued_messages 10";
+    let Some((_, result)) = run_against_mosquitto(scenario, tight) else {
+        return;
+    };
+    let t = result.last.totals;
+    let traffic = result.traffic.expect("the scenario has traffic");
+    assert!(
+        t.delivered < t.sent,
+        "the broker dropped some: sent {} delivered {}",
+        t.sent,
+        t.delivered
+    );
+    assert_eq!(traffic.sequence.lost, t.sent - t.delivered);
+    assert_eq!(traffic.sequence.duplicates, 0);
+}
