@@ -104,3 +104,59 @@ fn an_unreachable_external_target_exits_3_with_a_report() {
     assert_eq!(report["devices"]["failed"], 300);
     assert_eq!(report["errors"][0]["class"], "tcp: refused");
 }
+
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn telemetry_runs_headless_with_json_payloads_and_reports_traffic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let assert = Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args(["run", "scenarios/telemetry.toml", "--certs-dir"])
+        .arg(tmp.path().join("certs"))
+        .arg("--out")
+        .arg(&out)
+        .timeout(std::time::Duration::from_secs(180))
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains("traffic    steady 16.0 s of 20.0 s"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let t = &report["traffic"];
+    let sent = t["whole"]["sent"].as_u64().unwrap();
+    // 1,000 sensors at 1/s (Poisson) for 20 s: about 20,000 messages.
+    assert!((16_000..=24_000).contains(&sent), "sent {sent}");
+    assert_eq!(
+        t["whole"]["delivered"], sent,
+        "the dashboard hears every sensor"
+    );
+    assert_eq!(t["sequence"]["lost"], 0);
+    assert_eq!(t["sequence"]["duplicates"], 0);
+    let steady = &t["steady"];
+    assert!(
+        steady["delivered_per_s"].as_f64().unwrap() > 800.0,
+        "{steady}"
+    );
+    for metric in ["ack_latency_us", "e2e_corrected_us", "e2e_uncorrected_us"] {
+        assert!(
+            steady[metric]["count"].as_u64().unwrap() > 10_000,
+            "{metric}"
+        );
+        assert!(
+            steady[metric]["p99"].as_u64() >= steady[metric]["p50"].as_u64(),
+            "{metric}"
+        );
+    }
+    // Corrected latency starts at the intended time, so it is never below the uncorrected.
+    assert!(
+        steady["e2e_corrected_us"]["p50"].as_u64() >= steady["e2e_uncorrected_us"]["p50"].as_u64()
+    );
+    assert!(report["definitions"]["traffic.rate"]
+        .as_str()
+        .unwrap()
+        .contains("per device"));
+}
