@@ -120,3 +120,32 @@ publish = { topic = "t/{client_id}", qos = 1, rate = "max", size = 64 }
     assert_eq!(traffic.sequence.lost, t.sent - t.delivered);
     assert_eq!(traffic.sequence.duplicates, 0);
 }
+
+#[test]
+fn qos2_messages_complete_and_arrive_exactly_once() {
+    let scenario = r#"
+name = "qos2"
+duration = "2s"
+[target]
+protocol = "5"
+[[group]]
+name = "sink"
+devices = 1
+client_id = "sink"
+subscribe = [{ filter = "q2/#", qos = 2 }]
+[[group]]
+name = "pub"
+devices = 10
+client_id = "pub-{index:02}"
+publish = { topic = "q2/{client_id}", qos = 2, rate = "50/s", payload = { n = "counter()", v = "uniform(0, 1)" } }
+"#;
+    let Some((_, result)) = run_against_mosquitto(scenario, "") else {
+        return;
+    };
+    let t = result.last.totals;
+    let traffic = result.traffic.expect("the scenario has traffic");
+    assert!(t.sent > 700, "about 10 x 50/s x 2 s sent: {}", t.sent);
+    assert_eq!(t.acked, t.sent, "every QoS 2 message completed (PUBCOMP)");
+    assert_eq!(t.delivered, t.sent);
+    assert_eq!((traffic.sequence.lost, traffic.sequence.duplicates), (0, 0));
+}
