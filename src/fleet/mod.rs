@@ -185,7 +185,7 @@ pub async fn run(
 
     recorder.set_phase(Phase::Drain);
     if has_traffic {
-        settle(&recorder, &stop).await;
+        settle(plan, &recorder, &stop).await;
     }
     devices_stop.cancel();
     tracker.close();
@@ -212,7 +212,11 @@ pub async fn run(
 
 /// After the window closes: wait until every acknowledgement is in and deliveries have been
 /// quiet for half a second (bounded), so messages still in flight are not counted as lost.
-async fn settle(recorder: &Recorder, stop: &CancellationToken) {
+async fn settle(plan: &Plan, recorder: &Recorder, stop: &CancellationToken) {
+    // QoS 0 messages are never acknowledged: only QoS 1/2 publishers have acks to wait for.
+    let acked_groups: Vec<usize> = (0..plan.groups.len())
+        .filter(|&g| plan.groups[g].publish.as_ref().is_some_and(|p| p.qos > 0))
+        .collect();
     let deadline = Instant::now() + SETTLE_WITHIN;
     let mut last = recorder.totals();
     let mut quiet_since = Instant::now();
@@ -223,7 +227,10 @@ async fn settle(recorder: &Recorder, stop: &CancellationToken) {
             quiet_since = Instant::now();
         }
         last = now;
-        let unacked = now.sent_qos_unacked();
+        let unacked: u64 = acked_groups
+            .iter()
+            .map(|&g| recorder.group_counts(g).unacked())
+            .sum();
         if unacked == 0 && quiet_since.elapsed() >= Duration::from_millis(500) {
             break;
         }

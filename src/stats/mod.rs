@@ -140,10 +140,9 @@ impl GroupCounters {
 }
 
 impl Counts {
-    /// Written QoS 1/2 messages with neither an acknowledgement nor a refusal yet (QoS 0
-    /// messages are never acknowledged: callers with QoS 0 traffic see them here too, so this
-    /// is exact only for QoS >= 1 publishers).
-    pub fn sent_qos_unacked(&self) -> u64 {
+    /// Written messages with neither an acknowledgement nor a refusal yet (meaningful for QoS
+    /// 1/2 publishers only: QoS 0 is never acknowledged).
+    pub fn unacked(&self) -> u64 {
         self.sent.saturating_sub(self.acked + self.refused)
     }
 }
@@ -288,6 +287,11 @@ impl Recorder {
             2 => Phase::Drain,
             _ => Phase::Done,
         }
+    }
+
+    /// A copy of group `g`'s counters.
+    pub fn group_counts(&self, g: usize) -> Counts {
+        self.groups[g].read()
     }
 
     /// Sum of every group's counters.
