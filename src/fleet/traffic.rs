@@ -24,7 +24,7 @@ use crate::stats::{Metric, Samples, SubscriberResult, TrafficWindow};
 use crate::traffic::payload::{parse_header, DeviceState, Header, RenderCtx};
 use std::sync::atomic::Ordering::Relaxed;
 
-/// Unacknowledged messages a "max"-rate device allows itself.
+/// Unacknowledged (QoS 0: unwritten) messages a "max"-rate device allows itself.
 const MAX_RATE_WINDOW: usize = 1;
 
 /// A handed-over PUBLISH that rumqttc has not written yet.
@@ -62,6 +62,7 @@ pub(super) async fn serve(
     let mut payload_state = DeviceState::new(ctx.seed, global as u32);
     let mut buf = Vec::new();
     let mut window: Option<TrafficWindow> = None;
+    let mut awaiting_window = true;
     let mut schedule: Option<Schedule> = None;
     let mut owed: Option<Instant> = None;
     let mut blocked = false;
@@ -77,9 +78,9 @@ pub(super) async fn serve(
         // closed-loop "max" rate has room.
         let due = match (publish, &window) {
             _ if finished || blocked => None,
+            // QoS 0 messages are never outstanding: the window then limits unwritten ones.
             (Some(p), Some(_)) if p.rate.is_none() => {
-                let limit = if p.qos == 0 { 1 } else { MAX_RATE_WINDOW };
-                (outstanding + handed.len() < limit).then(Instant::now)
+                (outstanding + handed.len() < MAX_RATE_WINDOW).then(Instant::now)
             }
             (Some(_), Some(_)) => {
                 let s = schedule
@@ -92,12 +93,15 @@ pub(super) async fn serve(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break Ok(()),
-            changed = window_rx.changed(), if window.is_none() => {
+            changed = window_rx.changed(), if awaiting_window => {
                 if changed.is_err() {
-                    finished = true; // the run ended before traffic started
+                    // The run ended before traffic started.
+                    awaiting_window = false;
+                    finished = true;
                     continue;
                 }
                 window = *window_rx.borrow_and_update();
+                awaiting_window = window.is_none();
                 if let (Some(w), Some(p)) = (window, publish) {
                     if let Some(rate) = p.rate {
                         // Devices start at a random phase of their period, as a real fleet does,
