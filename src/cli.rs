@@ -63,6 +63,17 @@ pub struct RunArgs {
     /// Where identities are cached (missing ones are generated).
     #[command(flatten)]
     pub dir: CertsDir,
+    /// Show the live dashboard [default when stdout is a terminal]. Keys: q/Esc stops the
+    /// run like Ctrl-C (report written, exit code 130), ? help, Tab focus.
+    #[arg(long, conflicts_with = "no_tui")]
+    pub tui: bool,
+    /// No dashboard: one progress line per second on stderr (as in CI or a pipe).
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Leave the dashboard as soon as the run ends instead of showing the summary until a
+    /// key is pressed (the summary is printed on stdout either way).
+    #[arg(long)]
+    pub exit_on_finish: bool,
 }
 
 /// `thingswarm check SCENARIO`

@@ -7,7 +7,7 @@
 //! cli ──> cmd ──> scenario (TOML -> Plan)
 //!                   └─> identity (CA, per-device key+cert, on-disk cache)
 //!                   └─> tls (one rustls ClientConfig per identity)   [not built yet]
-//!                   └─> fleet (device tasks) ──> stats ──> tui / report   [not built yet]
+//!                   └─> fleet (device tasks) ──> stats ──> tui / report
 //! ```
 //!
 //! - [`cli`]: clap definitions only.
@@ -17,6 +17,9 @@
 //! - [`template`]: `sensor-{index:05}`-style name templates, parsed once.
 //! - [`identity`]: algorithms, CAs (generated or brought), device certificates, the cache.
 //! - [`traffic`]: message payloads (raw or generated JSON) carrying the measurement header.
+//! - [`tui`]: the live dashboard of `thingswarm run` (ratatui): a pure `render(View)`, an
+//!   event loop on its own thread reading snapshots at 5 fps, a guard that restores the
+//!   terminal on every path.
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
 //!
@@ -36,3 +39,4 @@ pub mod stats;
 pub mod template;
 pub mod tls;
 pub mod traffic;
+pub mod tui;

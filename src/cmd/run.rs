@@ -1,5 +1,6 @@
 //! `thingswarm run SCENARIO`: plan -> identities -> target -> fleet -> report.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::scenario::{Plan, Target};
 use crate::stats::histogram::fmt_us;
 use crate::stats::{rusage, Snapshot};
 use crate::tls::ServerTrust;
+use crate::tui::{self, Ui};
 
 /// The target could not be reached or set up (exit code 3).
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,7 @@ const FD_RESERVE: u64 = 200;
 /// Runs a scenario end to end.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let plan = Plan::load(&args.scenario, &args.target.overrides())?;
+    let dashboard = use_dashboard(&args)?;
     crate::tls::install_crypto_provider();
     let (soft, _) = crate::limits::raise_nofile();
     check_fd_budget(&plan, soft)?;
@@ -83,14 +86,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    let stop = CancellationToken::new();
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    // The dashboard draws on its own thread from here until the summary has been seen.
+    let ui = if dashboard {
+        let header = tui::Header::of(&plan, &target.url);
+        let ui = Ui::start(header, rx.clone(), stop.clone(), args.exit_on_finish)
+            .context("starting the terminal UI (--no-tui runs without it)")?;
+        Some(ui)
+    } else {
+        None
+    };
     let wall = Instant::now();
     let result = runtime.block_on(async {
-        let stop = CancellationToken::new();
         crate::shutdown::on_ctrl_c(stop.clone());
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
-        let progress = tokio::spawn(progress_lines(rx));
+        let progress = ui.is_none().then(|| tokio::spawn(progress_lines(rx)));
         let result = fleet::run(&plan, fleets, endpoint, stop, tx).await;
-        progress.abort();
+        if let Some(progress) = progress {
+            progress.abort();
+        }
         result
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -157,8 +171,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     report
         .write(&out)
         .with_context(|| format!("writing the report to {}", out.display()))?;
-    print!("{}", report.summary());
-    println!("  report     {}", out.join("report.json").display());
+    let summary = format!(
+        "{}  report     {}\n",
+        report.summary(),
+        out.join("report.json").display()
+    );
+    if let Some(ui) = ui {
+        // Shows the summary until a key is pressed, then gives the terminal back.
+        if let Err(e) = ui.finish(summary.clone()) {
+            eprintln!("thingswarm: terminal UI: {e}");
+        }
+    }
+    print!("{summary}");
 
     if result.interrupted {
         return Ok(Outcome::Interrupted);
@@ -178,6 +202,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .into());
     }
     Ok(Outcome::Done)
+}
+
+/// Whether to draw the dashboard: `--tui` / `--no-tui`, else only when stdout is a terminal
+/// (CI logs and pipes get progress lines instead of escape sequences).
+fn use_dashboard(args: &RunArgs) -> anyhow::Result<bool> {
+    let terminal = std::io::stdout().is_terminal();
+    if args.tui && !terminal {
+        anyhow::bail!(BadInput(
+            "--tui needs stdout to be a terminal; drop it (or pass --no-tui) when piping".into()
+        ));
+    }
+    Ok(args.tui || (terminal && !args.no_tui))
 }
 
 /// Refuses plans that would run out of file descriptors mid-ramp, before any connection.
