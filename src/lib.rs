@@ -6,8 +6,9 @@
 //! ```text
 //! cli ──> cmd ──> scenario (TOML -> Plan)
 //!                   └─> identity (CA, per-device key+cert, on-disk cache)
-//!                   └─> tls (one rustls ClientConfig per identity)   [not built yet]
-//!                   └─> fleet (device tasks) ──> stats ──> tui / report
+//!                   └─> tls (one rustls ClientConfig per identity)
+//!                   └─> broker (embedded target, or the scenario's)
+//!                   └─> fleet (device tasks, traffic) ──> stats ──> tui / report
 //! ```
 //!
 //! - [`cli`]: clap definitions only.
@@ -16,6 +17,11 @@
 //!   carry `file:line:col`) before anything is signed or connected.
 //! - [`template`]: `sensor-{index:05}`-style name templates, parsed once.
 //! - [`identity`]: algorithms, CAs (generated or brought), device certificates, the cache.
+//! - [`tls`]: device TLS configs (verification on by default; `--insecure` opt-out).
+//! - [`fleet`]: the runner: paced connects, one task per device, per-device open-model
+//!   message schedules, failures classified and counted.
+//! - [`stats`]: counters, batched HDR histograms, the aggregator's snapshots, sequence tracking.
+//! - [`report`]: the one `Report` value, written as JSON and printed as a summary.
 //! - [`traffic`]: message payloads (raw or generated JSON) carrying the measurement header.
 //! - [`tui`]: the live dashboard of `thingswarm run` (ratatui): a pure `render(View)`, an
 //!   event loop on its own thread reading snapshots at 5 fps, a guard that restores the
