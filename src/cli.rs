@@ -57,7 +57,7 @@ pub struct RunArgs {
     /// Overrides of the scenario's `[target]`.
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Report directory [default: results/<scenario>-<UTC timestamp>/].
+    /// Report directory [default: results/SCENARIO-YYYYMMDD-HHMMSS/, UTC].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Where identities are cached (missing ones are generated).

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Three parts, each small enough to test alone:
-//! - [`render`]: a pure function of a [`View`] (no clock, no I/O), so snapshot tests drive it
+//! - [`render()`](fn@render): a pure function of a [`View`] (no clock, no I/O), so snapshot tests drive it
 //!   with ratatui's `TestBackend`.
 //! - [`Ui`] (event loop): owns the terminal on a dedicated thread, samples the latest snapshot
 //!   at a fixed frame rate, turns keys into actions (stop the run, help, focus). Device tasks
@@ -154,7 +154,7 @@ impl Default for History {
     }
 }
 
-/// Everything one frame shows: [`render`] is a pure function of it.
+/// Everything one frame shows: [`render()`](fn@render) is a pure function of it.
 #[derive(Clone, Debug, Default)]
 pub struct View {
     /// The latest snapshot from the aggregator.
