@@ -9,11 +9,9 @@
 //! rate bounded by the broker.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use thingswarm::broker::mosquitto::Mosquitto;
 use thingswarm::fleet::{self, Endpoint};
-use thingswarm::identity::cache;
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::stats::rusage::usage;
 use thingswarm::stats::{Metric, Percentiles};
@@ -74,16 +72,10 @@ publish = {{ topic = "bench/{{client_id}}", qos = {qos}, rate = "max", size = {s
     );
     let plan = Plan::from_str(&scenario, Path::new("bench.toml"), &Overrides::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let fleets: Vec<_> = plan
-        .groups
-        .iter()
-        .map(|g| {
-            Arc::new(
-                cache::ensure(tmp.path(), &plan.fleet_spec(g), g.devices, false)
-                    .unwrap()
-                    .0,
-            )
-        })
+    let fleets: Vec<_> = fleet::identities(&plan, tmp.path())
+        .unwrap()
+        .into_iter()
+        .map(|(f, _)| f)
         .collect();
     let broker = Mosquitto::start(&[fleets[0].root().clone()], "")
         .expect("mosquitto starts (apt-get install -y mosquitto)");

@@ -3,11 +3,9 @@
 //! drops what a slow subscriber cannot take) the loss counter equals sent - delivered exactly.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use thingswarm::broker::mosquitto::Mosquitto;
 use thingswarm::fleet::{self, Endpoint, RunResult};
-use thingswarm::identity::{cache, Fleet};
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::tls::install_crypto_provider;
 use tokio::sync::watch;
@@ -17,16 +15,10 @@ fn run_against_mosquitto(scenario: &str, extra_config: &str) -> Option<(Plan, Ru
     install_crypto_provider();
     let plan = Plan::from_str(scenario, Path::new("traffic.toml"), &Overrides::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let fleets: Vec<Arc<Fleet>> = plan
-        .groups
-        .iter()
-        .map(|g| {
-            Arc::new(
-                cache::ensure(tmp.path(), &plan.fleet_spec(g), g.devices, false)
-                    .unwrap()
-                    .0,
-            )
-        })
+    let fleets: Vec<_> = fleet::identities(&plan, tmp.path())
+        .unwrap()
+        .into_iter()
+        .map(|(f, _)| f)
         .collect();
     let broker = match Mosquitto::start(&[fleets[0].root().clone()], extra_config) {
         Ok(b) => b,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BadInput, Outcome};
 use crate::cli::RunArgs;
 use crate::fleet::{self, Endpoint};
-use crate::identity::{cache, read_pem_certs};
+use crate::identity::read_pem_certs;
 use crate::report::{
     self, ClientUsage, Environment, GroupReport, HistogramReport, IdentityInfo, Phases, Report,
     ScenarioEcho, TargetInfo, TrafficReport,
@@ -47,13 +47,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     // Identities: reuse the cache, sign what is missing.
     let mut fleets = Vec::new();
     let mut identities = Vec::new();
-    for group in &plan.groups {
-        let (fleet, made) = cache::ensure(
-            &args.dir.certs_dir,
-            &plan.fleet_spec(group),
-            group.devices,
-            false,
-        )?;
+    for (group, (fleet, made)) in plan
+        .groups
+        .iter()
+        .zip(fleet::identities(&plan, &args.dir.certs_dir)?)
+    {
         eprintln!(
             "identities  group {}: {} devices, {} reused, {} generated in {:.2} s ({})",
             group.name,
@@ -72,7 +70,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             generated: made.generated,
             generation_s: made.elapsed.as_secs_f64(),
         });
-        fleets.push(Arc::new(fleet));
+        fleets.push(fleet);
     }
 
     // Target: the embedded broker (trusting every fleet's root) or the scenario's broker.

@@ -26,7 +26,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::identity::Fleet;
+use crate::identity::{EnsureReport, Fleet, IdentityError};
 use crate::scenario::traffic::matches;
 use crate::scenario::{GroupPlan, Plan};
 use crate::stats::sequence::SequenceTotals;
@@ -68,6 +68,22 @@ impl Endpoint {
             trust: ServerTrust::roots(std::slice::from_ref(server_ca))?,
         })
     }
+}
+
+/// Every group's identities from the cache under `certs_dir` (signing what is missing), in
+/// plan order, with what each needed.
+pub fn identities(
+    plan: &Plan,
+    certs_dir: &std::path::Path,
+) -> Result<Vec<(Arc<Fleet>, EnsureReport)>, IdentityError> {
+    plan.groups
+        .iter()
+        .map(|g| {
+            let (fleet, made) =
+                crate::identity::cache::ensure(certs_dir, &plan.fleet_spec(g), g.devices, false)?;
+            Ok((Arc::new(fleet), made))
+        })
+        .collect()
 }
 
 /// What a run produced, for the report.
