@@ -194,7 +194,6 @@ pub async fn run(
     recorder.set_phase(Phase::Hold);
     let window = TrafficWindow::new(std::time::Instant::now(), plan.duration);
     if has_traffic && !stop.is_cancelled() {
-        recorder.open_window(window);
         window_tx.send_replace(Some(window));
     }
     tokio::select! { _ = stop.cancelled() => {}, _ = sleep(plan.duration) => {} }

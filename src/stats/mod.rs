@@ -13,7 +13,7 @@ pub mod sequence;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -185,7 +185,6 @@ pub struct Recorder {
     groups: Vec<GroupCounters>,
     connect_shards: Box<[Mutex<Histogram<u64>>]>,
     traffic_shards: Box<[Mutex<TrafficHistograms>]>,
-    window: OnceLock<TrafficWindow>,
     publisher_sent: Box<[AtomicU64]>,
     subscribers: Mutex<Vec<SubscriberResult>>,
     errors: Mutex<BTreeMap<&'static str, (u64, String)>>,
@@ -205,7 +204,6 @@ impl Recorder {
             traffic_shards: (0..shards)
                 .map(|_| Mutex::new(TrafficHistograms::new()))
                 .collect(),
-            window: OnceLock::new(),
             publisher_sent: (0..devices).map(|_| AtomicU64::new(0)).collect(),
             subscribers: Mutex::new(Vec::new()),
             errors: Mutex::new(BTreeMap::new()),
@@ -231,16 +229,6 @@ impl Recorder {
     /// The run's time origin: payload headers carry nanoseconds since this instant.
     pub fn epoch(&self) -> Instant {
         self.started
-    }
-
-    /// Opens the traffic window (once; later calls are ignored).
-    pub fn open_window(&self, window: TrafficWindow) {
-        let _ = self.window.set(window);
-    }
-
-    /// The traffic window, once the fleet is connected.
-    pub fn window(&self) -> Option<&TrafficWindow> {
-        self.window.get()
     }
 
     /// Records how many messages the publisher with global index `device` wrote in all
