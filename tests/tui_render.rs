@@ -351,3 +351,32 @@ fn traffic_line_shows_rates_and_latency_once_messages_move() {
         assert!(s.contains(needle), "{needle}:\n{s}");
     }
 }
+
+#[test]
+fn latency_panel_shows_the_chosen_metric() {
+    let mut snapshot = Snapshot {
+        elapsed: Duration::from_millis(8000),
+        phase: Phase::Hold,
+        planned: 2000,
+        totals: Counts {
+            attempted: 2000,
+            connected: 2000,
+            connects: 2000,
+            sent: 10,
+            delivered: 10,
+            ..Counts::default()
+        },
+        connect_total: latency(11_000),
+        ..Snapshot::default()
+    };
+    snapshot.latency_total.e2e_corrected = latency(4_200);
+    let mut view = view_of(snapshot);
+    view.metric = view.metric.next().next(); // connect -> ack -> e2e
+    let s = screen(&view, 160, 45);
+    assert!(
+        s.contains("end-to-end latency, intended send -> received (1200 samples"),
+        "{s}"
+    );
+    assert!(s.contains("4.2ms"), "cumulative e2e p50:\n{s}");
+    assert!(!s.contains("TCP start -> CONNACK"), "{s}");
+}

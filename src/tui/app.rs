@@ -91,6 +91,7 @@ impl Drop for Ui {
 /// What a key asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
+    Metric,
     Stop,
     CtrlC,
     Help,
@@ -105,6 +106,7 @@ fn action(key: KeyEvent) -> Action {
         KeyCode::Char('q') | KeyCode::Esc => Action::Stop,
         KeyCode::Char('?') => Action::Help,
         KeyCode::Tab => Action::Focus,
+        KeyCode::Char('m') => Action::Metric,
         KeyCode::Char('p' | '+' | '-' | '=') => Action::NoTraffic,
         _ => Action::None,
     }
@@ -169,6 +171,7 @@ async fn event_loop(
                         Action::NoTraffic => say(NO_TRAFFIC_KEYS, Some(Instant::now() + STATUS_FOR)),
                         Action::Help => view.help = !view.help,
                         Action::Focus => view.focus = view.focus.next(),
+                        Action::Metric => view.metric = view.metric.next(),
                         Action::None => {}
                     }
                 }
@@ -205,6 +208,7 @@ mod tests {
         assert_eq!(action(key(KeyCode::Char('c'), none)), Action::None);
         assert_eq!(action(key(KeyCode::Char('?'), none)), Action::Help);
         assert_eq!(action(key(KeyCode::Tab, none)), Action::Focus);
+        assert_eq!(action(key(KeyCode::Char('m'), none)), Action::Metric);
         for c in ['p', '+', '-'] {
             assert_eq!(action(key(KeyCode::Char(c), none)), Action::NoTraffic);
         }

@@ -86,6 +86,61 @@ pub enum Panel {
     Errors,
 }
 
+/// Which latency the latency panel shows (`m` cycles).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LatencyMetric {
+    /// TCP connect start -> CONNACK.
+    #[default]
+    Connect,
+    /// PUBLISH written -> PUBACK / PUBCOMP.
+    Ack,
+    /// Intended send time -> received (corrected).
+    E2e,
+    /// Actual send time -> received (uncorrected).
+    E2eRaw,
+}
+
+impl LatencyMetric {
+    /// The metric `m` moves to.
+    pub fn next(self) -> LatencyMetric {
+        match self {
+            LatencyMetric::Connect => LatencyMetric::Ack,
+            LatencyMetric::Ack => LatencyMetric::E2e,
+            LatencyMetric::E2e => LatencyMetric::E2eRaw,
+            LatencyMetric::E2eRaw => LatencyMetric::Connect,
+        }
+    }
+
+    /// Panel title: what is measured, from where to where.
+    pub fn title(self) -> &'static str {
+        match self {
+            LatencyMetric::Connect => "connect latency, TCP start -> CONNACK",
+            LatencyMetric::Ack => "ack latency, PUBLISH written -> PUBACK/PUBCOMP",
+            LatencyMetric::E2e => "end-to-end latency, intended send -> received",
+            LatencyMetric::E2eRaw => "end-to-end latency (uncorrected), actual send -> received",
+        }
+    }
+
+    /// (last tick, cumulative) percentiles of this metric in `s`.
+    pub fn of(
+        self,
+        s: &crate::stats::Snapshot,
+    ) -> (crate::stats::Percentiles, crate::stats::Percentiles) {
+        match self {
+            LatencyMetric::Connect => (s.connect_interval, s.connect_total),
+            LatencyMetric::Ack => (s.latency_interval.ack, s.latency_total.ack),
+            LatencyMetric::E2e => (
+                s.latency_interval.e2e_corrected,
+                s.latency_total.e2e_corrected,
+            ),
+            LatencyMetric::E2eRaw => (
+                s.latency_interval.e2e_uncorrected,
+                s.latency_total.e2e_uncorrected,
+            ),
+        }
+    }
+}
+
 impl Panel {
     /// Every panel, in screen order (top to bottom).
     pub const ALL: [Panel; 3] = [Panel::Connections, Panel::Latency, Panel::Errors];
@@ -167,6 +222,8 @@ pub struct View {
     pub hold_since: Option<Duration>,
     /// The highlighted panel.
     pub focus: Panel,
+    /// The latency the latency panel shows.
+    pub metric: LatencyMetric,
     /// Whether the key help is shown.
     pub help: bool,
     /// A message for the status line (answers to keys).

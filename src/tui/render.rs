@@ -388,11 +388,12 @@ fn spark(
 }
 
 fn latency(frame: &mut Frame, area: Rect, view: &View, focused: bool) {
-    let s = &view.snapshot;
-    let total = &s.connect_total;
+    let (interval_p, total_p) = view.metric.of(&view.snapshot);
+    let total = &total_p;
     let block = panel_block(
         format!(
-            " connect latency, TCP start -> CONNACK ({} samples) ",
+            " {} ({} samples; m: next metric) ",
+            view.metric.title(),
             total.count
         ),
         focused,
@@ -408,7 +409,7 @@ fn latency(frame: &mut Frame, area: Rect, view: &View, focused: bool) {
         }
     };
     let rows = quantiles(total);
-    let interval = quantiles(&s.connect_interval);
+    let interval = quantiles(&interval_p);
     // The cumulative distribution as bars beside the table, when there is room: linear, the
     // max fills the width, so a long tail shows as a long last bar.
     const TABLE_W: u16 = 30;
@@ -425,7 +426,7 @@ fn latency(frame: &mut Frame, area: Rect, view: &View, focused: bool) {
     for ((name, cumulative), (_, last)) in rows.iter().zip(interval) {
         lines.push(Line::from(vec![
             Span::raw(format!("{name:<6}")),
-            Span::raw(format!("{:>10}", cell(&s.connect_interval, last))),
+            Span::raw(format!("{:>10}", cell(&interval_p, last))),
             Span::styled(
                 format!("{:>12}", cell(total, *cumulative)),
                 Style::new().add_modifier(Modifier::BOLD),
@@ -572,6 +573,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "Tab",
         "focus the next panel (a small terminal shows it first)",
+    ),
+    (
+        "m",
+        "latency panel: connect -> ack -> end-to-end -> end-to-end uncorrected",
     ),
     ("?", "show / hide this help"),
     ("p, +, -", NO_TRAFFIC_KEYS),
