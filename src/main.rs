@@ -51,6 +51,7 @@ fn main() -> ExitCode {
     }
     match cmd::dispatch(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(err) => {
             eprintln!("thingswarm: {err:#}");

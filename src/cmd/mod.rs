@@ -25,6 +25,8 @@ pub struct BadInput(pub String);
 pub enum Outcome {
     /// Finished; every check held.
     Done,
+    /// Finished, report written, but an SLO or a policy expectation did not hold (exit 1).
+    Failed,
     /// Stopped by Ctrl-C; the report was written.
     Interrupted,
 }
