@@ -84,7 +84,15 @@ keepalive = "60s"
             }
             (Duration::ZERO, 0)
         });
-        let result = fleet::run(&plan, vec![fleet], endpoint, CancellationToken::new(), tx).await;
+        let result = fleet::run(
+            &plan,
+            vec![fleet],
+            endpoint,
+            CancellationToken::new(),
+            tx,
+            &Default::default(),
+        )
+        .await;
         (result, sampler.await.unwrap_or_default())
     });
     let wall = started.elapsed();

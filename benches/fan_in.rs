@@ -92,6 +92,7 @@ publish = {{ topic = "bench/{{client_id}}", qos = {qos}, rate = "max", size = {s
         endpoint,
         CancellationToken::new(),
         tx,
+        &Default::default(),
     ));
     let (cpu, broker_cpu) = (usage().cpu - cpu0, process_cpu_s(broker.pid()) - broker0);
     let t = result.last.totals;

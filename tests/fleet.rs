@@ -43,6 +43,7 @@ fn run(plan: &Plan, fleets: Vec<Arc<Fleet>>, endpoint: Endpoint) -> RunResult {
         endpoint,
         CancellationToken::new(),
         tx,
+        &Default::default(),
     ))
 }
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use thingswarm::broker::mosquitto::Mosquitto;
+use thingswarm::fleet::control::Controller;
 use thingswarm::fleet::{self, Endpoint, RunResult};
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::tls::install_crypto_provider;
@@ -12,6 +13,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 fn run_against_mosquitto(scenario: &str, extra_config: &str) -> Option<(Plan, RunResult)> {
+    run_controlled(scenario, extra_config, &Controller::default())
+}
+
+fn run_controlled(
+    scenario: &str,
+    extra_config: &str,
+    control: &Controller,
+) -> Option<(Plan, RunResult)> {
     install_crypto_provider();
     let plan = Plan::from_str(scenario, Path::new("traffic.toml"), &Overrides::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -43,6 +52,7 @@ fn run_against_mosquitto(scenario: &str, extra_config: &str) -> Option<(Plan, Ru
         endpoint,
         CancellationToken::new(),
         tx,
+        control,
     ));
     Some((plan, result))
 }
@@ -140,4 +150,57 @@ publish = { topic = "q2/{client_id}", qos = 2, rate = "50/s", payload = { n = "c
     assert_eq!(t.acked, t.sent, "every QoS 2 message completed (PUBCOMP)");
     assert_eq!(t.delivered, t.sent);
     assert_eq!((traffic.sequence.lost, traffic.sequence.duplicates), (0, 0));
+}
+
+#[test]
+fn pause_and_rate_steps_change_the_traffic_and_are_logged() {
+    let scenario = r#"
+name = "controlled"
+duration = "4s"
+[[group]]
+name = "sink"
+devices = 1
+client_id = "sink"
+subscribe = [{ filter = "t/#", qos = 1 }]
+[[group]]
+name = "pub"
+devices = 10
+client_id = "pub-{index:02}"
+publish = { topic = "t/{client_id}", qos = 1, rate = "50/s", size = 64 }
+"#;
+    let control = std::sync::Arc::new(Controller::default());
+    for _ in 0..5 {
+        control.step(false);
+    }
+    assert_eq!(control.current().rate_percent, 50);
+    // A key press in the middle of the run: pause for 1.5 s, then resume (bounded sleeps).
+    let keys = {
+        let control = control.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            control.toggle_pause();
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            control.toggle_pause();
+        })
+    };
+    let Some((_, result)) = run_controlled(scenario, "", &control) else {
+        return;
+    };
+    keys.join().unwrap();
+    let t = result.last.totals;
+    let traffic = result.traffic.expect("the scenario has traffic");
+    // Planned at 100% for 4 s: 10 x 50/s x 4 s = 2,000. At 50% with ~1.5 s paused: ~625.
+    // The bounds are wide (ramp and thread timing vary); both ends would be far off without
+    // the controls.
+    assert!((300..1100).contains(&t.sent), "sent {}", t.sent);
+    // A pause is not loss: nothing is owed for it, and what was sent arrives.
+    assert_eq!(t.delivered, t.sent);
+    assert_eq!(traffic.sequence.lost, 0);
+    let actions: Vec<_> = result.events.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        ["rate", "rate", "rate", "rate", "rate", "pause", "resume"]
+    );
+    assert!(result.events[5].t < result.events[6].t);
+    assert_eq!(result.events[6].rate_percent, 50);
 }

@@ -205,7 +205,23 @@ fn q_stops_the_run_writes_the_report_and_restores_the_terminal() {
         Some(false),
         "the dashboard uses the alternate screen"
     );
-    sleep(Duration::from_secs(2));
+    // Traffic keys: pause, one rate step up, resume; the header says so, the report logs them.
+    pty.press("p");
+    wait_for(
+        "pause shown",
+        Duration::from_secs(10),
+        || pty.screen().contains("TRAFFIC PAUSED"),
+        || pty.screen(),
+    );
+    pty.press("+");
+    pty.press("p");
+    wait_for(
+        "rate shown",
+        Duration::from_secs(10),
+        || pty.screen().contains("rate 110%"),
+        || pty.screen(),
+    );
+    sleep(Duration::from_secs(1));
 
     pty.press("q");
     wait_for(
@@ -235,6 +251,14 @@ fn q_stops_the_run_writes_the_report_and_restores_the_terminal() {
 
     let report = std::fs::read_to_string(dir.path().join("out/report.json")).unwrap();
     assert!(report.contains(r#""interrupted": true"#), "{report}");
+    let json: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let actions: Vec<&str> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["pause", "rate", "resume"], "{report}");
 
     // The terminal is back: same tty modes (raw mode left), alternate screen left, and the
     // summary printed on the normal screen after the dashboard.

@@ -17,6 +17,7 @@ fn header() -> Header {
         protocols: "MQTT 5".into(),
         hold: Duration::from_secs(5),
         expected_ramp: Some(Duration::from_secs(4)),
+        tls: Some("TLSv1.3 TLS13_AES_128_GCM_SHA256".into()),
     }
 }
 
@@ -194,7 +195,8 @@ fn ramping_run_80x24() {
             "q stop",
         ],
     );
-    assert!(!s.contains("hidden"), "{s}");
+    // Only the chart waits for a taller terminal; the traffic line stands in for it.
+    assert!(s.contains("hidden: throughput (Tab)"), "{s}");
 }
 
 #[test]
@@ -247,7 +249,7 @@ fn erroring_run_80x24() {
 fn small_terminal_40x12_hides_panels_instead_of_garbling() {
     for view in [ramping(), steady(), erroring()] {
         let s = screen(&view, 40, 12);
-        assert_shows(&s, &["connected", "hidden: latency (Tab)"]);
+        assert_shows(&s, &["connected", "hidden: latency, throughput (Tab)"]);
         assert!(!s.contains("p99.9"), "{s}");
     }
     let s = screen(&erroring(), 40, 12);
@@ -257,14 +259,17 @@ fn small_terminal_40x12_hides_panels_instead_of_garbling() {
     let mut view = ramping();
     view.focus = Panel::Latency;
     let s = screen(&view, 40, 12);
-    assert_shows(&s, &["p99.9", "12.3ms", "hidden: connections, errors"]);
+    assert_shows(
+        &s,
+        &["p99.9", "12.3ms", "hidden: connections, throughput, errors"],
+    );
 }
 
 #[test]
 fn help_and_status_line() {
     let mut view = ramping();
     view.help = true;
-    view.status = Some("no traffic to pause / re-rate in this version".into());
+    view.status = Some("traffic at 110% of the planned rate (recorded in the report)".into());
     let s = screen(&view, 80, 24);
     assert_shows(
         &s,
@@ -272,7 +277,8 @@ fn help_and_status_line() {
             "keys",
             "exit code 130 (as Ctrl-C)",
             "a second Ctrl-C exits at once",
-            "no traffic to pause / re-rate in this version",
+            "pause / resume publishing",
+            "traffic at 110% of the planned rate",
         ],
     );
 }
@@ -319,37 +325,110 @@ fn no_size_panics() {
     }
 }
 
+/// A run publishing ~1,000 msg/s for 8 s, with rates rising over the first seconds.
+fn publishing() -> View {
+    let mut view = View::new(header());
+    for tick in 1..=32u64 {
+        let mut s = Snapshot {
+            elapsed: Duration::from_millis(tick * 250),
+            phase: Phase::Hold,
+            planned: 1001,
+            totals: Counts {
+                attempted: 1001,
+                connected: 1001,
+                connects: 1001,
+                sent: tick * 250,
+                delivered: tick * 250,
+                ..Counts::default()
+            },
+            ..Snapshot::default()
+        };
+        let rate = (tick as f64 * 100.0).min(993.0);
+        s.rates.sent_per_s = rate;
+        s.rates.acked_per_s = rate - 3.0;
+        s.rates.delivered_per_s = rate;
+        s.rates.sent_bytes_per_s = rate * 100.0;
+        s.rates.delivered_bytes_per_s = rate * 100.0;
+        s.latency_interval.ack.p99 = 2_700;
+        s.latency_interval.e2e_corrected.p99 = 6_300;
+        view.update(Arc::new(s));
+    }
+    view
+}
+
 #[test]
-fn traffic_line_shows_rates_and_latency_once_messages_move() {
-    let mut snapshot = Snapshot {
-        elapsed: Duration::from_millis(8000),
-        phase: Phase::Hold,
-        planned: 1001,
-        totals: Counts {
-            attempted: 1001,
-            connected: 1001,
-            connects: 1001,
-            sent: 5000,
-            delivered: 5000,
-            ..Counts::default()
-        },
-        ..Snapshot::default()
-    };
-    snapshot.rates.sent_per_s = 993.0;
-    snapshot.rates.acked_per_s = 990.0;
-    snapshot.rates.delivered_per_s = 993.0;
-    snapshot.latency_interval.ack.p99 = 2_700;
-    snapshot.latency_interval.e2e_corrected.p99 = 6_300;
-    let s = screen(&view_of(snapshot), 160, 45);
+fn throughput_chart_has_a_time_axis_and_the_current_rates() {
+    let view = publishing();
+    let s = screen(&view, 160, 45);
+    assert_shows(
+        &s,
+        &[
+            "throughput msg/s: sent 993 (yellow)  acked 990 (green)  delivered 993 (cyan)",
+            "KiB/s out 97.0 in 97.0",
+            "run time (s)",
+            "8", // the axis ends at the last sample's run time
+            "TLSv1.3 TLS13_AES_128_GCM_SHA256",
+        ],
+    );
+    // The chart drew braille dots, and the one-line view is not shown beside it.
+    assert!(
+        s.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+        "{s}"
+    );
+    assert!(!s.contains("traffic: sent"), "{s}");
+    // The series are ordered by time: the first sample is at 0.25 s.
+    assert_eq!(view.history.rates.front().unwrap().t, 0.25);
+}
+
+#[test]
+fn traffic_line_stands_in_for_the_chart_on_80x24() {
+    let s = screen(&publishing(), 80, 24);
     for needle in [
         "sent 993/s",
         "acked 990/s",
         "delivered 993/s",
         "ack p99 2.7ms",
-        "e2e p99 6.3ms",
+        "hidden: throughput (Tab)",
     ] {
         assert!(s.contains(needle), "{needle}:\n{s}");
     }
+}
+
+#[test]
+fn traffic_controls_show_in_the_header() {
+    let mut view = publishing();
+    view.control.paused = true;
+    assert_shows(&screen(&view, 160, 45), &["TRAFFIC PAUSED"]);
+    view.control.paused = false;
+    view.control.rate_percent = 120;
+    assert_shows(&screen(&view, 160, 45), &["rate 120%"]);
+}
+
+#[test]
+fn distribution_view_draws_one_bar_per_power_of_two() {
+    let mut snapshot = Snapshot {
+        elapsed: Duration::from_millis(8000),
+        phase: Phase::Hold,
+        planned: 2000,
+        connect_total: latency(1_000),
+        ..Snapshot::default()
+    };
+    // 1 ms .. 4 ms: buckets 2^9 (512 us), 2^10 (1 ms), 2^11 (2 ms).
+    snapshot.distribution.connect.0[9] = 10;
+    snapshot.distribution.connect.0[10] = 100;
+    snapshot.distribution.connect.0[11] = 40;
+    let mut view = view_of(snapshot);
+    view.distribution = true;
+    let s = screen(&view, 160, 45);
+    assert_shows(&s, &["d: bars", "512u", "1m", "2m"]);
+    assert!(
+        !s.contains("4m"),
+        "empty buckets past the last are not drawn\n{s}"
+    );
+    view.distribution = false;
+    let s = screen(&view, 160, 45);
+    assert_shows(&s, &["d: histogram"]);
+    assert!(!s.contains("512u"), "{s}");
 }
 
 #[test]

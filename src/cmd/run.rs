@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BadInput, Outcome};
 use crate::cli::RunArgs;
+use crate::fleet::control::Controller;
 use crate::fleet::{self, Endpoint};
 use crate::identity::read_pem_certs;
 use crate::report::{
@@ -20,6 +21,7 @@ use crate::report::{
 use crate::scenario::{Plan, Target};
 use crate::stats::histogram::fmt_us;
 use crate::stats::{rusage, Snapshot};
+use crate::tls::probe::{probe, Negotiated};
 use crate::tls::ServerTrust;
 use crate::tui::{self, Ui};
 
@@ -84,13 +86,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    let probes = runtime.block_on(probe_groups(&plan, &fleets, &endpoint));
     let stop = CancellationToken::new();
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let control = Arc::new(Controller::default());
     // The dashboard draws on its own thread from here until the summary has been seen.
     let ui = if dashboard {
-        let header = tui::Header::of(&plan, &target.url);
-        let ui = Ui::start(header, rx.clone(), stop.clone(), args.exit_on_finish)
-            .context("starting the terminal UI (--no-tui runs without it)")?;
+        let mut header = tui::Header::of(&plan, &target.url);
+        header.tls = probes.iter().flatten().next().map(|n| n.to_string());
+        let ui = Ui::start(
+            header,
+            rx.clone(),
+            stop.clone(),
+            control.clone(),
+            args.exit_on_finish,
+        )
+        .context("starting the terminal UI (--no-tui runs without it)")?;
         Some(ui)
     } else {
         None
@@ -99,7 +110,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let result = runtime.block_on(async {
         crate::shutdown::on_ctrl_c(stop.clone());
         let progress = ui.is_none().then(|| tokio::spawn(progress_lines(rx)));
-        let result = fleet::run(&plan, fleets, endpoint, stop, tx).await;
+        let result = fleet::run(&plan, fleets, endpoint, stop, tx, &control).await;
         if let Some(progress) = progress {
             progress.abort();
         }
@@ -132,11 +143,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .groups
             .iter()
             .zip(&result.last.groups)
-            .map(|(g, counts)| GroupReport {
-                name: g.name.clone(),
-                planned: g.devices,
-                protocol: g.protocol.to_string(),
-                counts: *counts,
+            .zip(probes)
+            .map(|((g, counts), probe)| {
+                let (tls, tls_probe_error) = match probe {
+                    Ok(n) => (Some(n), None),
+                    Err(e) => (None, Some(e)),
+                };
+                GroupReport {
+                    name: g.name.clone(),
+                    planned: g.devices,
+                    protocol: g.protocol.to_string(),
+                    counts: *counts,
+                    tls,
+                    tls_probe_error,
+                }
             })
             .collect(),
         phases: Phases {
@@ -150,6 +170,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .map(|t| TrafficReport::new(t, &totals)),
         errors: result.last.errors.clone(),
         timeline: result.timeline,
+        events: result.events,
         client: ClientUsage {
             cpu_s: usage.cpu.as_secs_f64(),
             cpu_ms_per_connect: if totals.connects > 0 {
@@ -200,6 +221,41 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .into());
     }
     Ok(Outcome::Done)
+}
+
+/// One TLS handshake per group with its first device's identity (see [`crate::tls::probe`]),
+/// printed as it goes; failures are findings, not errors.
+async fn probe_groups(
+    plan: &Plan,
+    fleets: &[Arc<crate::identity::Fleet>],
+    endpoint: &Endpoint,
+) -> Vec<Result<Negotiated, String>> {
+    let mut out = Vec::new();
+    for (group, fleet) in plan.groups.iter().zip(fleets) {
+        let config = endpoint
+            .trust
+            .client_config(
+                &fleet.client_id(0),
+                fleet.cert_chain(0),
+                fleet.key(0).clone_key(),
+            )
+            .map_err(|e| e.to_string());
+        let result = match config {
+            Ok(config) => probe(&endpoint.host, endpoint.port, config).await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(n) => eprintln!(
+                "tls         group {}: {n} ({}), probe handshake {:.1} ms",
+                group.name,
+                n.kx_group.as_deref().unwrap_or("no key exchange"),
+                n.handshake_ms
+            ),
+            Err(e) => eprintln!("tls         group {}: probe failed: {e}", group.name),
+        }
+        out.push(result);
+    }
+    out
 }
 
 /// Whether to draw the dashboard: `--tui` / `--no-tui`, else only when stdout is a terminal

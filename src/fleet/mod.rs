@@ -10,6 +10,7 @@
 //! A device failure is counted and classified, never fatal to the run. Reconnects: none (the
 //! runner owns that policy and this version does not reconnect).
 
+pub mod control;
 pub mod failure;
 pub mod pacer;
 pub mod session;
@@ -34,6 +35,7 @@ use crate::stats::{
     Aggregator, Phase, Recorder, Snapshot, TimelinePoint, TrafficLatency, TrafficWindow,
 };
 use crate::tls::{ServerTrust, TlsError};
+use control::{Control, ControlEvent, Controller};
 use pacer::Pacer;
 use rustls_pki_types::CertificateDer;
 use session::{Session, SessionOptions};
@@ -100,6 +102,8 @@ pub struct RunResult {
     pub interrupted: bool,
     /// Message figures, when any group published or subscribed.
     pub traffic: Option<TrafficResult>,
+    /// Pauses and rate changes made during the run (dashboard keys), in time order.
+    pub events: Vec<ControlEvent>,
 }
 
 /// What the devices' messages did.
@@ -122,6 +126,7 @@ struct GroupCtx {
     endpoint: Endpoint,
     recorder: Arc<Recorder>,
     window: watch::Receiver<Option<TrafficWindow>>,
+    control: watch::Receiver<Control>,
 }
 
 /// How long after the window closes devices get to receive what is still in flight.
@@ -129,13 +134,15 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Runs `plan` with one loaded identity fleet per group against `endpoint`. Cancelling `stop`
 /// (Ctrl-C, `q`) ends the run early but still drains devices and returns the figures.
-/// Every snapshot is also sent on `snapshots` for live readers.
+/// Every snapshot is also sent on `snapshots` for live readers; `control` pauses and re-rates
+/// the traffic while it runs.
 pub async fn run(
     plan: &Plan,
     fleets: Vec<Arc<Fleet>>,
     endpoint: Endpoint,
     stop: CancellationToken,
     snapshots: watch::Sender<Arc<Snapshot>>,
+    control: &Controller,
 ) -> RunResult {
     let planned = plan.total_devices();
     let recorder = Arc::new(Recorder::new(plan.groups.len(), planned as usize));
@@ -176,6 +183,7 @@ pub async fn run(
             endpoint: endpoint.clone(),
             recorder: recorder.clone(),
             window: window_rx.clone(),
+            control: control.subscribe(),
         });
         offset += group.devices as usize;
         tracker.spawn(spawn_group(ctx, tracker.clone(), devices_stop.clone()));
@@ -222,6 +230,7 @@ pub async fn run(
         ramp,
         interrupted: stop.is_cancelled(),
         traffic,
+        events: control.events(recorder.epoch()),
     }
 }
 
@@ -377,8 +386,7 @@ async fn device(
         }
     }
 
-    let window = ctx.window.clone();
-    match traffic::serve(&ctx, index, &client_id, &mut session, window, &stop).await {
+    match traffic::serve(&ctx, index, &client_id, &mut session, &stop).await {
         Ok(()) => {
             session.disconnect(DISCONNECT_WITHIN).await;
             counters.connected.fetch_sub(1, Relaxed);

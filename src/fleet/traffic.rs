@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rand::{Rng as _, SeedableRng as _};
-use tokio::sync::watch;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
@@ -40,9 +39,12 @@ pub(super) async fn serve(
     index: usize,
     client_id: &str,
     session: &mut Session,
-    mut window_rx: watch::Receiver<Option<TrafficWindow>>,
     stop: &CancellationToken,
 ) -> Result<(), Failure> {
+    let mut window_rx = ctx.window.clone();
+    let mut control_rx = ctx.control.clone();
+    let mut control = *control_rx.borrow_and_update();
+    let mut controlled = true;
     let rec = &*ctx.recorder;
     let counters = rec.group(ctx.group);
     let global = ctx.offset + index;
@@ -77,7 +79,7 @@ pub(super) async fn serve(
         // When the next message may go: its intended time (open model), or now while the
         // closed-loop "max" rate has room.
         let due = match (publish, &window) {
-            _ if finished || blocked => None,
+            _ if finished || blocked || control.paused => None,
             // QoS 0 messages are never outstanding: the window then limits unwritten ones.
             (Some(p), Some(_)) if p.rate.is_none() => {
                 (outstanding + handed.len() < MAX_RATE_WINDOW).then(Instant::now)
@@ -109,8 +111,25 @@ pub(super) async fn serve(
                         let mut rng = rand::rngs::SmallRng::seed_from_u64(ctx.seed ^ (global as u64).rotate_left(17));
                         let phase = Duration::from_secs_f64(rng.random::<f64>() / rate);
                         let start = tokio::time::Instant::from_std(w.start + phase);
-                        schedule = Some(Schedule::new(start, rate, p.arrivals, ctx.seed ^ global as u64));
+                        schedule = Some(Schedule::new(start, control.scale(rate), p.arrivals, ctx.seed ^ global as u64));
                     }
+                }
+            }
+            changed = control_rx.changed(), if controlled => {
+                let Ok(()) = changed else {
+                    controlled = false;
+                    continue;
+                };
+                let before = control;
+                control = *control_rx.borrow_and_update();
+                // A pause drops the message that was due; resuming or re-rating restarts the
+                // schedule from now at the new rate, so nothing is owed for the pause.
+                owed = None;
+                let restart = control.rate_percent != before.rate_percent || (before.paused && !control.paused);
+                if let (true, Some(s), Some(p)) = (restart, schedule.as_mut(), publish) {
+                    let rate = p.rate.expect("only rated publishers have a schedule");
+                    let seed = ctx.seed ^ global as u64 ^ u64::from(control.rate_percent);
+                    *s = Schedule::new(tokio::time::Instant::now(), control.scale(rate), p.arrivals, seed);
                 }
             }
             _ = sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {

@@ -7,10 +7,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::fleet::control::ControlEvent;
 use crate::fleet::TrafficResult;
 use crate::stats::histogram::{self, fmt_us, Percentiles};
 use crate::stats::sequence::SequenceTotals;
 use crate::stats::{Counts, ErrorRow, Metric, TimelinePoint};
+use crate::tls::probe::Negotiated;
 
 /// Bumped whenever a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -52,6 +54,9 @@ pub struct Report {
     pub errors: Vec<ErrorRow>,
     /// Once-per-second gauges.
     pub timeline: Vec<TimelinePoint>,
+    /// Changes made to the traffic during the run (pause, resume, rate steps), with their
+    /// time: figures measured across them mix rates, and this says when.
+    pub events: Vec<ControlEvent>,
     /// thingswarm's own resource use.
     pub client: ClientUsage,
 }
@@ -131,6 +136,11 @@ pub struct GroupReport {
     pub protocol: String,
     /// Final counters.
     pub counts: Counts,
+    /// TLS version, cipher suite and key exchange negotiated by a probe handshake with the
+    /// group's first identity before the run (rumqttc does not expose them).
+    pub tls: Option<Negotiated>,
+    /// Why the probe handshake failed, when it did (the devices' errors say more).
+    pub tls_probe_error: Option<String>,
 }
 
 /// Phase durations, seconds.
@@ -343,6 +353,18 @@ impl Report {
             fmt_us(p.p99_9),
             fmt_us(p.max)
         );
+        for g in &self.groups {
+            let tls = match (&g.tls, &g.tls_probe_error) {
+                (Some(n), _) => format!(
+                    "{n} ({}), probe handshake {:.1} ms",
+                    n.kx_group.as_deref().unwrap_or("no key exchange"),
+                    n.handshake_ms
+                ),
+                (None, Some(e)) => format!("probe failed: {e}"),
+                (None, None) => continue,
+            };
+            let _ = writeln!(s, "  tls        {}: {tls}", g.name);
+        }
         if let Some(t) = &self.traffic {
             let w = &t.steady;
             let _ = writeln!(
@@ -386,6 +408,21 @@ impl Report {
                     "actual send -> received",
                 ));
             }
+        }
+        if !self.events.is_empty() {
+            let list: Vec<String> = self
+                .events
+                .iter()
+                .map(|e| match e.action {
+                    "rate" => format!("{:.1}s rate {}%", e.t, e.rate_percent),
+                    action => format!("{:.1}s {action}", e.t),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  events     {} (traffic changed during the run)",
+                list.join(", ")
+            );
         }
         if self.errors.is_empty() {
             let _ = writeln!(s, "  errors     none");

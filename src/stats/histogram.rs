@@ -52,6 +52,38 @@ impl Percentiles {
     }
 }
 
+/// Buckets of a [`Distribution`]: powers of two of microseconds, up to 2^26 us (67 s).
+pub const BUCKETS: usize = 27;
+
+/// A latency histogram coarsened to powers of two (bucket `k` counts samples in
+/// `[2^k, 2^(k+1))` us) for the dashboard's distribution view: small and `Copy`, so a
+/// snapshot can carry one per metric without sharing the 139 KB HDR histogram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Distribution(pub [u64; BUCKETS]);
+
+impl Distribution {
+    /// Coarsens `h`; cost is one pass over its recorded values (done on the aggregator tick).
+    pub fn of(h: &Histogram<u64>) -> Distribution {
+        let mut buckets = [0u64; BUCKETS];
+        for v in h.iter_recorded() {
+            let value = v.value_iterated_to().max(1);
+            let k = (63 - value.leading_zeros() as usize).min(BUCKETS - 1);
+            buckets[k] += v.count_at_value();
+        }
+        Distribution(buckets)
+    }
+
+    /// The bucket range from the first to the last non-empty bucket (empty when no samples).
+    pub fn occupied(&self) -> std::ops::Range<usize> {
+        let first = self.0.iter().position(|&c| c > 0);
+        let last = self.0.iter().rposition(|&c| c > 0);
+        match (first, last) {
+            (Some(a), Some(b)) => a..b + 1,
+            _ => 0..0,
+        }
+    }
+}
+
 /// `h` serialised with the V2+deflate encoding, base64 (standard alphabet).
 pub fn encode(h: &Histogram<u64>) -> String {
     let mut bytes = Vec::new();
@@ -93,6 +125,23 @@ mod tests {
             .deserialize(&mut bytes.as_slice())
             .unwrap();
         assert_eq!(back, h);
+    }
+
+    #[test]
+    fn distribution_buckets_by_powers_of_two() {
+        let mut h = latency();
+        for v in [1, 3, 3, 1000, 1023, 1024, 70_000_000] {
+            h.saturating_record(v);
+        }
+        let d = Distribution::of(&h);
+        assert_eq!(d.0[0], 1); // 1 us
+        assert_eq!(d.0[1], 2); // 2..4 us
+        assert_eq!(d.0[9], 2); // 512..1024 us (1023 within 3 significant digits)
+        assert_eq!(d.0[10], 1); // 1024 us
+        assert_eq!(d.0[25], 1); // saturated at 60 s
+        assert_eq!(d.0.iter().sum::<u64>(), 7);
+        assert_eq!(d.occupied(), 0..26);
+        assert_eq!(Distribution::default().occupied(), 0..0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-pub use histogram::Percentiles;
+pub use histogram::{Distribution, Percentiles};
 
 /// Where a run is; set by the runner, shown by readers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -478,6 +478,21 @@ pub struct Rates {
     pub delivered_per_s: f64,
     /// Payload bytes received by subscribers per second.
     pub delivered_bytes_per_s: f64,
+    /// Payload bytes written per second.
+    pub sent_bytes_per_s: f64,
+}
+
+/// Cumulative latency distributions (powers of two) for the dashboard's distribution view.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Distributions {
+    /// Connect latency since the start.
+    pub connect: Distribution,
+    /// See [`Metric::Ack`], over the traffic window so far.
+    pub ack: Distribution,
+    /// See [`Metric::E2eCorrected`].
+    pub e2e_corrected: Distribution,
+    /// See [`Metric::E2eUncorrected`].
+    pub e2e_uncorrected: Distribution,
 }
 
 /// What readers see: an immutable copy of the run at one tick.
@@ -507,6 +522,8 @@ pub struct Snapshot {
     pub latency_total: MessageLatency,
     /// Errors by class.
     pub errors: Vec<ErrorRow>,
+    /// Cumulative latency distributions.
+    pub distribution: Distributions,
 }
 
 /// Turns the recorder's shards into snapshots on a fixed tick.
@@ -595,6 +612,7 @@ impl Aggregator {
             acked_per_s: per_s(totals.acked, self.last.acked),
             delivered_per_s: per_s(totals.delivered, self.last.delivered),
             delivered_bytes_per_s: per_s(totals.delivered_bytes, self.last.delivered_bytes),
+            sent_bytes_per_s: per_s(totals.sent_bytes, self.last.sent_bytes),
         };
         self.last_tick = now;
         self.last = totals;
@@ -640,6 +658,14 @@ impl Aggregator {
             latency_interval: MessageLatency::of(&self.traffic_interval),
             latency_total: MessageLatency::of(&self.traffic.whole),
             errors,
+            distribution: Distributions {
+                connect: Distribution::of(&self.cumulative),
+                ack: Distribution::of(&self.traffic.whole[Metric::Ack as usize]),
+                e2e_corrected: Distribution::of(&self.traffic.whole[Metric::E2eCorrected as usize]),
+                e2e_uncorrected: Distribution::of(
+                    &self.traffic.whole[Metric::E2eUncorrected as usize],
+                ),
+            },
         }
     }
 

@@ -5,6 +5,8 @@
 //! resumption is disabled: a cache shared across identities would mix them, and a per-device
 //! cache costs memory for reconnects the runner does not make.
 
+pub mod probe;
+
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

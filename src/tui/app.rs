@@ -14,9 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::render::{render, NO_TRAFFIC_KEYS};
+use super::render::render;
 use super::terminal::{self, TerminalGuard};
 use super::{Header, View, FPS};
+use crate::fleet::control::{Control, Controller};
 use crate::stats::Snapshot;
 
 /// How long an answer to a key stays on the status line.
@@ -38,11 +39,13 @@ pub struct Ui {
 impl Ui {
     /// Takes over the terminal and starts drawing snapshots from `snapshots`. `q`, Esc and
     /// Ctrl-C cancel `stop` (the run then drains and writes its report as on SIGINT); a second
-    /// Ctrl-C exits the process at once. With `exit_on_finish` the summary is not shown.
+    /// Ctrl-C exits the process at once; `p`, `+` and `-` go to `control`. With
+    /// `exit_on_finish` the summary is not shown.
     pub fn start(
         header: Header,
         snapshots: watch::Receiver<Arc<Snapshot>>,
         stop: CancellationToken,
+        control: Arc<Controller>,
         exit_on_finish: bool,
     ) -> io::Result<Ui> {
         let guard = TerminalGuard::enter()?;
@@ -54,7 +57,8 @@ impl Ui {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()?;
-                runtime.block_on(event_loop(guard, view, snapshots, stop, rx, exit_on_finish))
+                let keys = Keys { stop, control };
+                runtime.block_on(event_loop(guard, view, snapshots, keys, rx, exit_on_finish))
             })?;
         Ok(Ui {
             summary: Some(tx),
@@ -88,16 +92,38 @@ impl Drop for Ui {
     }
 }
 
+/// What keys act on besides the view.
+struct Keys {
+    stop: CancellationToken,
+    control: Arc<Controller>,
+}
+
 /// What a key asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
     Metric,
+    Distribution,
     Stop,
     CtrlC,
     Help,
     Focus,
-    NoTraffic,
+    Pause,
+    Rate { up: bool },
     None,
+}
+
+/// The status line after a traffic key.
+fn traffic_status(c: Control) -> String {
+    match c.paused {
+        true => format!(
+            "traffic paused (p resumes at {}% of the planned rate); connections stay up",
+            c.rate_percent
+        ),
+        false => format!(
+            "traffic at {}% of the planned rate (recorded in the report)",
+            c.rate_percent
+        ),
+    }
 }
 
 fn action(key: KeyEvent) -> Action {
@@ -107,7 +133,11 @@ fn action(key: KeyEvent) -> Action {
         KeyCode::Char('?') => Action::Help,
         KeyCode::Tab => Action::Focus,
         KeyCode::Char('m') => Action::Metric,
-        KeyCode::Char('p' | '+' | '-' | '=') => Action::NoTraffic,
+        KeyCode::Char('d') => Action::Distribution,
+        KeyCode::Char('p') => Action::Pause,
+        // `=` is `+` without shift on most layouts.
+        KeyCode::Char('+' | '=') => Action::Rate { up: true },
+        KeyCode::Char('-') => Action::Rate { up: false },
         _ => Action::None,
     }
 }
@@ -116,7 +146,7 @@ async fn event_loop(
     mut guard: TerminalGuard,
     mut view: View,
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    stop: CancellationToken,
+    keys: Keys,
     mut summary: mpsc::UnboundedReceiver<String>,
     exit_on_finish: bool,
 ) -> io::Result<()> {
@@ -157,7 +187,7 @@ async fn event_loop(
                     };
                     match action(key) {
                         Action::Stop => {
-                            stop.cancel();
+                            keys.stop.cancel();
                             say(STOPPING, None);
                         }
                         Action::CtrlC => {
@@ -165,10 +195,18 @@ async fn event_loop(
                             if ctrl_c > 1 {
                                 crate::shutdown::exit_now();
                             }
-                            stop.cancel();
+                            keys.stop.cancel();
                             say(INTERRUPTED, None);
                         }
-                        Action::NoTraffic => say(NO_TRAFFIC_KEYS, Some(Instant::now() + STATUS_FOR)),
+                        Action::Pause => {
+                            view.control = keys.control.toggle_pause();
+                            say(&traffic_status(view.control), Some(Instant::now() + STATUS_FOR));
+                        }
+                        Action::Rate { up } => {
+                            view.control = keys.control.step(up);
+                            say(&traffic_status(view.control), Some(Instant::now() + STATUS_FOR));
+                        }
+                        Action::Distribution => view.distribution = !view.distribution,
                         Action::Help => view.help = !view.help,
                         Action::Focus => view.focus = view.focus.next(),
                         Action::Metric => view.metric = view.metric.next(),
@@ -209,8 +247,10 @@ mod tests {
         assert_eq!(action(key(KeyCode::Char('?'), none)), Action::Help);
         assert_eq!(action(key(KeyCode::Tab, none)), Action::Focus);
         assert_eq!(action(key(KeyCode::Char('m'), none)), Action::Metric);
-        for c in ['p', '+', '-'] {
-            assert_eq!(action(key(KeyCode::Char(c), none)), Action::NoTraffic);
+        assert_eq!(action(key(KeyCode::Char('d'), none)), Action::Distribution);
+        assert_eq!(action(key(KeyCode::Char('p'), none)), Action::Pause);
+        for (c, up) in [('+', true), ('=', true), ('-', false)] {
+            assert_eq!(action(key(KeyCode::Char(c), none)), Action::Rate { up });
         }
     }
 }

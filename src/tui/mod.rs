@@ -14,9 +14,9 @@
 //! - [`terminal`]: the guard that leaves raw mode and the alternate screen on every path
 //!   (normal end, error, Ctrl-C, panic).
 //!
-//! This version shows connections, connect latency, errors and a one-line traffic view (rates,
-//! ack and end-to-end p99); a full throughput chart and the traffic controls (`p`, `+`, `-`)
-//! are not built yet, and the keys say so.
+//! Panels: connections, latency (percentiles and, with `d`, the distribution), throughput
+//! (a chart of msg/s over run time), errors. `p` pauses the traffic and `+`/`-` re-rate it
+//! through [`crate::fleet::control`]; the report records each change with its time.
 
 mod app;
 pub mod render;
@@ -29,6 +29,7 @@ use std::time::Duration;
 pub use app::Ui;
 pub use render::render;
 
+use crate::fleet::control::Control;
 use crate::scenario::Plan;
 use crate::stats::{Phase, Snapshot};
 
@@ -53,6 +54,8 @@ pub struct Header {
     /// Planned ramp duration at the scenario's pace; `None` when a group connects as fast as
     /// it can (the ramp then depends on the broker and cannot be predicted).
     pub expected_ramp: Option<Duration>,
+    /// Negotiated TLS version and cipher suite, from the probe connection, when known.
+    pub tls: Option<String>,
 }
 
 impl Header {
@@ -69,6 +72,7 @@ impl Header {
             protocols: format!("MQTT {}", protocols.join("+")),
             hold: plan.duration,
             expected_ramp: (!unpaced).then(|| plan.expected_ramp()),
+            tls: None,
         }
     }
 }
@@ -80,8 +84,10 @@ pub enum Panel {
     /// Connection ramp: counts, gauge, sparklines.
     #[default]
     Connections,
-    /// Connect latency percentiles.
+    /// Latency percentiles or distribution.
     Latency,
+    /// Message rates over time.
+    Throughput,
     /// Errors by class.
     Errors,
 }
@@ -121,6 +127,17 @@ impl LatencyMetric {
         }
     }
 
+    /// The cumulative distribution of this metric in `s`.
+    pub fn distribution(self, s: &crate::stats::Snapshot) -> crate::stats::Distribution {
+        let d = &s.distribution;
+        match self {
+            LatencyMetric::Connect => d.connect,
+            LatencyMetric::Ack => d.ack,
+            LatencyMetric::E2e => d.e2e_corrected,
+            LatencyMetric::E2eRaw => d.e2e_uncorrected,
+        }
+    }
+
     /// (last tick, cumulative) percentiles of this metric in `s`.
     pub fn of(
         self,
@@ -143,13 +160,19 @@ impl LatencyMetric {
 
 impl Panel {
     /// Every panel, in screen order (top to bottom).
-    pub const ALL: [Panel; 3] = [Panel::Connections, Panel::Latency, Panel::Errors];
+    pub const ALL: [Panel; 4] = [
+        Panel::Connections,
+        Panel::Latency,
+        Panel::Throughput,
+        Panel::Errors,
+    ];
 
     /// The panel Tab moves to.
     pub fn next(self) -> Panel {
         match self {
             Panel::Connections => Panel::Latency,
-            Panel::Latency => Panel::Errors,
+            Panel::Latency => Panel::Throughput,
+            Panel::Throughput => Panel::Errors,
             Panel::Errors => Panel::Connections,
         }
     }
@@ -159,6 +182,7 @@ impl Panel {
         match self {
             Panel::Connections => "connections",
             Panel::Latency => "latency",
+            Panel::Throughput => "throughput",
             Panel::Errors => "errors",
         }
     }
@@ -174,6 +198,21 @@ pub struct History {
     pub connects_per_s: VecDeque<u64>,
     /// Sessions up, one sample per snapshot, oldest first.
     pub connected: VecDeque<u64>,
+    /// Message rates per snapshot, oldest first, for the throughput chart.
+    pub rates: VecDeque<RateSample>,
+}
+
+/// Message rates at one snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RateSample {
+    /// Run time of the snapshot, in seconds (the chart's x axis).
+    pub t: f64,
+    /// PUBLISH written per second.
+    pub sent: f64,
+    /// Acknowledged per second.
+    pub acked: f64,
+    /// Received by subscribers per second.
+    pub delivered: f64,
 }
 
 impl History {
@@ -184,6 +223,7 @@ impl History {
             last: None,
             connects_per_s: VecDeque::with_capacity(cap),
             connected: VecDeque::with_capacity(cap),
+            rates: VecDeque::with_capacity(cap),
         }
     }
 
@@ -196,10 +236,17 @@ impl History {
         if self.connected.len() == self.cap {
             self.connects_per_s.pop_front();
             self.connected.pop_front();
+            self.rates.pop_front();
         }
         self.connects_per_s
             .push_back(s.connects_per_s.round() as u64);
         self.connected.push_back(s.totals.connected);
+        self.rates.push_back(RateSample {
+            t: s.elapsed.as_secs_f64(),
+            sent: s.rates.sent_per_s,
+            acked: s.rates.acked_per_s,
+            delivered: s.rates.delivered_per_s,
+        });
     }
 }
 
@@ -224,6 +271,10 @@ pub struct View {
     pub focus: Panel,
     /// The latency the latency panel shows.
     pub metric: LatencyMetric,
+    /// Whether the latency panel shows the distribution (`d`) rather than percentile bars.
+    pub distribution: bool,
+    /// The traffic control in force (pause, rate), as last set by a key.
+    pub control: Control,
     /// Whether the key help is shown.
     pub help: bool,
     /// A message for the status line (answers to keys).

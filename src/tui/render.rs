@@ -1,27 +1,29 @@
 //! Drawing one frame: a pure function of a [`View`], so every screen can be tested with
 //! ratatui's `TestBackend` without a terminal, a clock or a running fleet.
 //!
-//! Screen, top to bottom: header (2 lines), connections, connect latency, the traffic line,
-//! errors, status line. Panels that do not fit are hidden (the focused one last) and the
-//! status line names them, so small terminals (40x12) degrade instead of garbling.
+//! Screen, top to bottom: header (2 lines), connections, latency, throughput chart, errors,
+//! status line. Panels that do not fit are hidden (the focused one last, the chart first) and
+//! the status line names them, so small terminals (40x12) degrade instead of garbling; when
+//! the chart is hidden, a one-line traffic view takes its place if a row is free.
 
 use std::time::Duration;
 
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Gauge, Paragraph, Sparkline, Wrap};
+use ratatui::widgets::{
+    Axis, Bar, BarChart, BarGroup, Block, Chart, Clear, Dataset, Gauge, GraphType, Paragraph,
+    Sparkline, Wrap,
+};
 use ratatui::Frame;
 
-use super::{Panel, View};
+use super::{Panel, RateSample, View};
 use crate::stats::histogram::fmt_us;
-use crate::stats::{Percentiles, Phase};
+use crate::stats::{Distribution, Percentiles, Phase};
 
 /// What the traffic line says before any message moved (or in a connect-only scenario).
 pub const NO_TRAFFIC: &str = "traffic: none yet";
-
-/// Status message for `p`, `+`, `-`: the keys exist in the design, the controls do not yet.
-pub const NO_TRAFFIC_KEYS: &str = "pausing / re-rating traffic is not built yet";
 
 /// The one-line throughput view: message rates over the last tick and its ack / end-to-end p99.
 fn traffic_line(view: &View) -> String {
@@ -51,6 +53,8 @@ fn min_height(p: Panel) -> u16 {
         Panel::Connections => 5,
         // header row + p50 p90 p99 p99.9 max
         Panel::Latency => 8,
+        // title, three chart rows, the time axis
+        Panel::Throughput => 7,
         // one row of errors
         Panel::Errors => 3,
     }
@@ -58,6 +62,8 @@ fn min_height(p: Panel) -> u16 {
 
 /// Rows the connections panel grows to when there is room (taller sparklines).
 const CONNECTIONS_TALL: u16 = 6;
+/// Rows the throughput chart grows to when there is room; the rest goes to errors.
+const THROUGHPUT_TALL: u16 = 14;
 
 /// Where each part of the dashboard goes in `area`.
 #[derive(Debug, Default)]
@@ -70,31 +76,41 @@ struct Rows {
 }
 
 /// Stacks the parts into `area`: header and status line first, then panels by priority (the
-/// focused one, then screen order) while they fit; spare rows go to connections, then errors.
+/// focused one, then connections, latency, errors, and the chart last) while they fit; spare
+/// rows go to connections, then the chart, then errors.
 fn layout(area: Rect, focus: Panel) -> Rows {
     let header_h = area.height.min(2);
     let footer_h = u16::from(area.height > header_h);
     let mut free = area.height - header_h - footer_h;
 
-    let mut heights = [0u16; 3];
-    let by_priority =
-        std::iter::once(focus).chain(Panel::ALL.into_iter().filter(move |p| *p != focus));
+    let mut heights = [0u16; Panel::ALL.len()];
+    let rest = [
+        Panel::Connections,
+        Panel::Latency,
+        Panel::Errors,
+        Panel::Throughput,
+    ];
+    let by_priority = std::iter::once(focus).chain(rest.into_iter().filter(move |p| *p != focus));
     for p in by_priority {
         if min_height(p) <= free {
             heights[p as usize] = min_height(p);
             free -= min_height(p);
         }
     }
-    let traffic_h = u16::from(free > 0);
+    let chart_shown = heights[Panel::Throughput as usize] > 0;
+    let traffic_h = u16::from(free > 0 && !chart_shown);
     free -= traffic_h;
-    let conn = &mut heights[Panel::Connections as usize];
-    if *conn > 0 {
-        let grow = free.min(CONNECTIONS_TALL.saturating_sub(*conn));
-        *conn += grow;
-        free -= grow;
-    }
-    if heights[Panel::Errors as usize] > 0 {
-        heights[Panel::Errors as usize] += free;
+    for (p, tall) in [
+        (Panel::Connections, CONNECTIONS_TALL),
+        (Panel::Throughput, THROUGHPUT_TALL),
+        (Panel::Errors, u16::MAX),
+    ] {
+        let h = &mut heights[p as usize];
+        if *h > 0 {
+            let grow = free.min(tall.saturating_sub(*h));
+            *h += grow;
+            free -= grow;
+        }
     }
 
     let row = |y: u16, h: u16| Rect::new(area.x, y, area.width, h);
@@ -113,7 +129,7 @@ fn layout(area: Rect, focus: Panel) -> Rows {
             0 => rows.hidden.push(p),
             h => rows.panels.push((p, place(h))),
         }
-        // The traffic line sits where throughput will go: below the latency panel.
+        // Without the chart, the traffic line sits where it would be: below latency.
         if p == Panel::Latency && traffic_h > 0 {
             rows.traffic = Some(place(1));
         }
@@ -138,6 +154,7 @@ pub fn render(frame: &mut Frame, view: &View) {
         match panel {
             Panel::Connections => connections(frame, rect, view, focused),
             Panel::Latency => latency(frame, rect, view, focused),
+            Panel::Throughput => throughput(frame, rect, view, focused),
             Panel::Errors => errors(frame, rect, view, focused),
         }
     }
@@ -222,10 +239,27 @@ fn header(frame: &mut Frame, area: Rect, view: &View) {
     if let Some(ramp) = h.expected_ramp {
         second.push_str(&format!("  ramp ~{}", secs(ramp)));
     }
+    if let Some(tls) = &h.tls {
+        second.push_str(&format!("  {tls}"));
+    }
     if first.width() > area.width as usize {
         // Narrow: the clock first; the scenario name moves to the second line.
         first = Line::from(vec![badge, Span::raw(format!(" {clock}"))]);
         second = format!(" {} {second}", h.scenario);
+    }
+    // Traffic that is not what the scenario planned is said first, where the eye lands.
+    let control = match view.control {
+        c if c.paused => Some(" TRAFFIC PAUSED ".to_string()),
+        c if c.rate_percent != 100 => Some(format!(" rate {}% ", c.rate_percent)),
+        _ => None,
+    };
+    if let Some(text) = control {
+        let style = Style::new()
+            .fg(Color::Black)
+            .bg(Color::Yellow)
+            .add_modifier(Modifier::BOLD);
+        first.spans.insert(1, Span::styled(text, style));
+        first.spans.insert(1, Span::raw(" "));
     }
     let second = Line::styled(second, Style::new().fg(Color::Gray));
     frame.render_widget(Paragraph::new(vec![first, second]), area);
@@ -392,9 +426,14 @@ fn latency(frame: &mut Frame, area: Rect, view: &View, focused: bool) {
     let total = &total_p;
     let block = panel_block(
         format!(
-            " {} ({} samples; m: next metric) ",
+            " {} ({} samples; m: metric, d: {}) ",
             view.metric.title(),
-            total.count
+            total.count,
+            if view.distribution {
+                "bars"
+            } else {
+                "histogram"
+            }
         ),
         focused,
     );
@@ -419,6 +458,8 @@ fn latency(frame: &mut Frame, area: Rect, view: &View, focused: bool) {
     } else {
         0
     };
+    let show_distribution = view.distribution && bar_w > 0;
+    let bar_w = if show_distribution { 0 } else { bar_w };
     let mut lines = vec![Line::styled(
         format!("{:<6}{:>10}{:>12}", "", "last tick", "cumulative"),
         Style::new().fg(Color::Gray),
@@ -439,6 +480,112 @@ fn latency(frame: &mut Frame, area: Rect, view: &View, focused: bool) {
         ]));
     }
     frame.render_widget(Paragraph::new(lines), inner);
+    if show_distribution {
+        let rect = Rect {
+            x: inner.x + TABLE_W + 1,
+            width: inner.width - TABLE_W - 1,
+            ..inner
+        };
+        distribution(frame, rect, &view.metric.distribution(&view.snapshot));
+    }
+}
+
+/// A bucket's lower bound for an axis label: `64u`, `2m`, `1s` (powers of two of us, rounded).
+fn bucket_label(k: usize) -> String {
+    let us = 1u64 << k;
+    match us {
+        0..=999 => format!("{us}u"),
+        1_000..=999_999 => format!("{}m", us / 1_000),
+        _ => format!("{}s", us / 1_000_000),
+    }
+}
+
+/// The cumulative distribution as vertical bars, one per power of two of microseconds
+/// (labelled with the bucket's lower bound), from the first to the last occupied bucket.
+fn distribution(frame: &mut Frame, area: Rect, d: &Distribution) {
+    let occupied = d.occupied();
+    if occupied.is_empty() || area.width < 10 {
+        return;
+    }
+    // Bars at least 3 wide (labels like `512u` clip to the bar width), one gap each.
+    let n = occupied.len() as u16;
+    let bar_width = ((area.width + 1) / n).saturating_sub(1).clamp(1, 5);
+    let bars: Vec<Bar> = occupied
+        .map(|k| {
+            Bar::default()
+                .value(d.0[k])
+                .text_value(String::new())
+                .label(Line::from(bucket_label(k)))
+        })
+        .collect();
+    frame.render_widget(
+        BarChart::default()
+            .data(BarGroup::default().bars(&bars))
+            .bar_width(bar_width)
+            .bar_gap(1)
+            .bar_style(Style::new().fg(Color::Cyan)),
+        area,
+    );
+}
+
+/// Message rates over run time: sent, acked and delivered msg/s, one point per snapshot, with
+/// the current rates and byte rates in the title.
+fn throughput(frame: &mut Frame, area: Rect, view: &View, focused: bool) {
+    let s = &view.snapshot;
+    let r = &s.rates;
+    let title = format!(
+        " throughput msg/s: sent {:.0} (yellow)  acked {:.0} (green)  delivered {:.0} (cyan); KiB/s out {:.1} in {:.1} ",
+        r.sent_per_s,
+        r.acked_per_s,
+        r.delivered_per_s,
+        r.sent_bytes_per_s / 1024.0,
+        r.delivered_bytes_per_s / 1024.0
+    );
+    let block = panel_block(title, focused);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let samples = &view.history.rates;
+    if s.totals.sent + s.totals.delivered == 0 || samples.is_empty() {
+        frame.render_widget(Paragraph::new(format!(" {NO_TRAFFIC}")), inner);
+        return;
+    }
+    let series = |f: fn(&RateSample) -> f64| -> Vec<(f64, f64)> {
+        samples.iter().map(|x| (x.t, f(x))).collect()
+    };
+    let sent = series(|x| x.sent);
+    let acked = series(|x| x.acked);
+    let delivered = series(|x| x.delivered);
+    let t0 = samples.front().map_or(0.0, |x| x.t);
+    let t1 = samples.back().map_or(1.0, |x| x.t).max(t0 + 1.0);
+    let top = samples
+        .iter()
+        .map(|x| x.sent.max(x.acked).max(x.delivered))
+        .fold(1.0, f64::max)
+        * 1.1;
+    fn dataset(data: &[(f64, f64)], color: Color) -> Dataset<'_> {
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(color))
+            .data(data)
+    }
+    let label = |v: f64| Span::raw(format!("{v:.0}"));
+    let chart = Chart::new(vec![
+        dataset(&sent, Color::Yellow),
+        dataset(&acked, Color::Green),
+        dataset(&delivered, Color::Cyan),
+    ])
+    .x_axis(Axis::default().bounds([t0, t1]).labels([
+        label(t0),
+        Span::raw("run time (s)"),
+        label(t1),
+    ]))
+    .y_axis(
+        Axis::default()
+            .bounds([0.0, top])
+            .labels([label(0.0), label(top)]),
+    );
+    frame.render_widget(chart, inner);
 }
 
 /// `value` as a bar of `width` cells at full scale `max`, in eighths of a cell.
@@ -578,8 +725,19 @@ pub const HELP: &[(&str, &str)] = &[
         "m",
         "latency panel: connect -> ack -> end-to-end -> end-to-end uncorrected",
     ),
+    (
+        "d",
+        "latency panel: distribution (powers of two) <-> percentile bars",
+    ),
+    (
+        "p",
+        "pause / resume publishing (sessions stay up; recorded in the report)",
+    ),
+    (
+        "+, -",
+        "publish rate up / down by 10% of the plan (recorded in the report)",
+    ),
     ("?", "show / hide this help"),
-    ("p, +, -", NO_TRAFFIC_KEYS),
 ];
 
 fn help(frame: &mut Frame, area: Rect) {
@@ -647,9 +805,17 @@ mod tests {
             }
         }
         let rows = layout(Rect::new(0, 0, 40, 12), Panel::Connections);
-        assert_eq!(rows.hidden, vec![Panel::Latency]);
+        assert_eq!(rows.hidden, vec![Panel::Latency, Panel::Throughput]);
+        // 80x24: everything but the chart, which the traffic line stands in for.
         let rows = layout(Rect::new(0, 0, 80, 24), Panel::Connections);
+        assert_eq!(rows.hidden, vec![Panel::Throughput]);
+        assert!(rows.traffic.is_some());
+        let rows = layout(Rect::new(0, 0, 80, 24), Panel::Throughput);
+        assert!(rows.panels.iter().any(|(p, _)| *p == Panel::Throughput));
+        // 160x45: everything, and no traffic line beside the chart.
+        let rows = layout(Rect::new(0, 0, 160, 45), Panel::Connections);
         assert!(rows.hidden.is_empty());
+        assert!(rows.traffic.is_none());
     }
 
     #[test]
@@ -660,6 +826,13 @@ mod tests {
         assert_eq!(bar(0, 10, 4), "");
         assert_eq!(bar(20, 10, 2), "██");
         assert_eq!(bar(1, 0, 4), "");
+    }
+
+    #[test]
+    fn bucket_labels() {
+        assert_eq!(bucket_label(6), "64u");
+        assert_eq!(bucket_label(10), "1m");
+        assert_eq!(bucket_label(21), "2s");
     }
 
     #[test]
