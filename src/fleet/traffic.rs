@@ -48,6 +48,7 @@ pub(super) async fn serve(
     let rec = &*ctx.recorder;
     let counters = rec.group(ctx.group);
     let global = ctx.offset + index;
+    let phase = Phase::new(ctx.seed, global);
     let epoch = rec.epoch();
     let mut samples = Samples::new(index);
 
@@ -106,11 +107,8 @@ pub(super) async fn serve(
                 awaiting_window = window.is_none();
                 if let (Some(w), Some(p)) = (window, publish) {
                     if let Some(rate) = p.rate {
-                        // Devices start at a random phase of their period, as a real fleet does,
                         // rather than all at the same instant.
-                        let mut rng = rand::rngs::SmallRng::seed_from_u64(ctx.seed ^ (global as u64).rotate_left(17));
-                        let phase = Duration::from_secs_f64(rng.random::<f64>() / rate);
-                        let start = tokio::time::Instant::from_std(w.start + phase);
+                        let start = tokio::time::Instant::from_std(w.start) + phase.of(control.scale(rate));
                         schedule = Some(Schedule::new(start, control.scale(rate), p.arrivals, ctx.seed ^ global as u64));
                     }
                 }
@@ -129,7 +127,8 @@ pub(super) async fn serve(
                 if let (true, Some(s), Some(p)) = (restart, schedule.as_mut(), publish) {
                     let rate = p.rate.expect("only rated publishers have a schedule");
                     let seed = ctx.seed ^ global as u64 ^ u64::from(control.rate_percent);
-                    *s = Schedule::new(tokio::time::Instant::now(), control.scale(rate), p.arrivals, seed);
+                    let rate = control.scale(rate);
+                    *s = Schedule::new(tokio::time::Instant::now() + phase.of(rate), rate, p.arrivals, seed);
                 }
             }
             _ = sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
@@ -228,6 +227,24 @@ pub(super) async fn serve(
         });
     }
     result
+}
+
+/// Where in its period a device's schedule starts: random per device, fixed for the run. A
+/// real fleet's devices are not synchronised, and neither are ours, at the start of the window
+/// or when a pause ends or the rate changes (a fleet restarting in lockstep would be a burst
+/// the scenario never asked for).
+struct Phase(f64);
+
+impl Phase {
+    fn new(seed: u64, device: usize) -> Phase {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ (device as u64).rotate_left(17));
+        Phase(rng.random::<f64>())
+    }
+
+    /// The offset into a period at `rate` messages per second.
+    fn of(&self, rate: f64) -> Duration {
+        Duration::from_secs_f64(self.0 / rate)
+    }
 }
 
 fn unix_ms() -> u64 {
