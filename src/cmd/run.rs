@@ -398,16 +398,18 @@ async fn progress_lines(mut rx: watch::Receiver<Arc<Snapshot>>) {
         let t = s.totals;
         let traffic = if t.sent + t.delivered > 0 {
             format!(
-                "  sent {:.0}/s  delivered {:.0}/s  e2e p99 {}",
+                "  sent {:.0}/s  acked {:.0}/s  delivered {:.0}/s  ack p99 {}  e2e p99 {}",
                 s.rates.sent_per_s,
+                s.rates.acked_per_s,
                 s.rates.delivered_per_s,
+                fmt_us(s.latency_interval.ack.p99),
                 fmt_us(s.latency_interval.e2e_corrected.p99)
             )
         } else {
             String::new()
         };
         eprintln!(
-            "[{:>6.1}s] {:<5} connected {}/{}  connecting {}  failed {}  dropped {}  {:.0} conn/s  connect p99 {}{traffic}",
+            "[{:>6.1}s] {:<5} connected {}/{}  connecting {}  failed {}  dropped {}  {:.0} conn/s  connect p99 {}{traffic}  errors {}",
             s.elapsed.as_secs_f64(),
             format!("{:?}", s.phase).to_lowercase(),
             t.connected,
@@ -417,6 +419,7 @@ async fn progress_lines(mut rx: watch::Receiver<Arc<Snapshot>>) {
             t.dropped,
             s.connects_per_s,
             fmt_us(s.connect_total.p99),
+            s.errors.iter().map(|e| e.count).sum::<u64>(),
         );
     }
 }
