@@ -103,6 +103,16 @@ pub struct TargetArgs {
     /// Do not verify the external broker's certificate (devices still present theirs).
     #[arg(long, conflicts_with = "server_ca")]
     pub insecure: bool,
+    /// TLS version to offer, 1.2 or 1.3 (repeatable; replaces `[target].tls.versions`).
+    #[arg(long = "tls-version", value_name = "VERSION")]
+    pub tls_versions: Vec<String>,
+    /// Cipher suite to offer by OpenSSL name, e.g. ECDHE-ECDSA-AES128-GCM-SHA256 (repeatable;
+    /// replaces `[target].tls.suites`).
+    #[arg(long = "cipher-suite", value_name = "NAME")]
+    pub cipher_suites: Vec<String>,
+    /// ALPN protocol to offer, e.g. x-amzn-mqtt-ca (repeatable; replaces `[target].tls.alpn`).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub alpn: Vec<String>,
 }
 
 impl TargetArgs {
@@ -112,6 +122,9 @@ impl TargetArgs {
             target: self.target.clone(),
             server_ca: self.server_ca.clone(),
             insecure: self.insecure,
+            tls_versions: (!self.tls_versions.is_empty()).then(|| self.tls_versions.clone()),
+            cipher_suites: (!self.cipher_suites.is_empty()).then(|| self.cipher_suites.clone()),
+            alpn: (!self.alpn.is_empty()).then(|| self.alpn.clone()),
         }
     }
 }

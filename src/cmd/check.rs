@@ -30,6 +30,22 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         Target::Broker { .. } => format!("{} (broker NOT verified: --insecure)", plan.target.url()),
     };
     println!("  target:    {target}");
+    if !plan.tls.is_default() {
+        let t = &plan.tls;
+        let or_all = |v: Vec<String>| match v.is_empty() {
+            true => "all supported".to_string(),
+            false => v.join(", "),
+        };
+        println!(
+            "  tls:       versions {}; suites {}; alpn {}",
+            or_all(t.versions.iter().map(|v| v.to_string()).collect()),
+            or_all(t.suites.clone()),
+            match t.alpn.is_empty() {
+                true => "none".to_string(),
+                false => t.alpn.join(", "),
+            }
+        );
+    }
     let mut protocols: Vec<Protocol> = plan.groups.iter().map(|g| g.protocol).collect();
     protocols.dedup();
     let protocols: Vec<String> = protocols.iter().map(|p| format!("MQTT {p}")).collect();

@@ -76,7 +76,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
 
     // Target: the embedded broker (trusting every fleet's root) or the scenario's broker.
-    let (endpoint, broker, target) = connect_target(&plan, &fleets)?;
+    let (mut endpoint, broker, target) = connect_target(&plan, &fleets)?;
+    endpoint.trust = endpoint.trust.with_options(&plan.tls);
     eprintln!(
         "target      {} ({})",
         target.url, target.server_verification

@@ -35,8 +35,8 @@
 //! protocol = "5"                   # optional override of [target].protocol
 //! ```
 //!
-//! Keys of capabilities that are not built yet (`publish`, `subscribe`, `[[expect]]`,
-//! `[slo]`, `[target].tls`, `[target].sni`, `[identity].subject`) are recognised and refused
+//! Keys of capabilities that are not built yet (`[[expect]]`, `[slo]`, `[target].sni`,
+//! `[identity].subject`) are recognised and refused
 //! by name, never silently ignored; any other unknown key is an error at its line.
 //!
 //! # Run semantics
@@ -48,6 +48,7 @@
 
 mod error;
 mod raw;
+mod tls;
 pub mod traffic;
 mod values;
 
@@ -65,6 +66,7 @@ pub use traffic::{PublishPlan, SubscribePlan};
 
 use crate::identity::{Algorithm, CaSource, FleetSpec, CLIENT_ID_VARS};
 use crate::template::Template;
+use crate::tls::options::TlsOptions;
 
 /// Most devices one run (one process) simulates, over all groups.
 pub const MAX_DEVICES: u64 = 1_000_000;
@@ -95,6 +97,8 @@ pub struct Plan {
     pub duration: Duration,
     /// The broker to drive.
     pub target: Target,
+    /// What devices offer in their TLS handshakes (versions, suites, ALPN).
+    pub tls: TlsOptions,
     /// How device identities are made (shared by every group).
     pub identity: IdentityPlan,
     /// The device groups, in file order.
@@ -232,6 +236,12 @@ pub struct Overrides {
     pub server_ca: Option<PathBuf>,
     /// `--insecure`: do not verify an external broker.
     pub insecure: bool,
+    /// `--tls-version` (repeatable): replaces `[target].tls.versions`.
+    pub tls_versions: Option<Vec<String>>,
+    /// `--cipher-suite` (repeatable): replaces `[target].tls.suites`.
+    pub cipher_suites: Option<Vec<String>>,
+    /// `--alpn` (repeatable): replaces `[target].tls.alpn`.
+    pub alpn: Option<Vec<String>>,
 }
 
 impl Plan {
@@ -305,6 +315,11 @@ fn validate(
     let name = slug(src, "name", &raw.name)?;
     let duration = duration(src, "duration", &raw.duration)?;
     let (target, default_protocol) = target(src, raw.target.as_ref(), overrides)?;
+    let tls = tls::options(
+        src,
+        raw.target.as_ref().and_then(|t| t.get_ref().tls.as_ref()),
+        overrides,
+    )?;
     let identity = match &raw.identity {
         Some(raw) => identity(src, raw)?,
         None => IdentityPlan::default(),
@@ -316,6 +331,7 @@ fn validate(
         scenario_text: src.text.to_string(),
         duration,
         target,
+        tls,
         identity,
         groups,
         seed: raw.seed.unwrap_or(0),
@@ -371,9 +387,8 @@ fn target(
 ) -> Result<(Target, Protocol), ScenarioError> {
     let t = raw.map(Spanned::get_ref);
     if let Some(t) = t {
-        let tls = "TLS version and cipher-suite selection arrive with a later version";
-        not_built(src, "target.", "tls", &t.tls, tls)?;
-        not_built(src, "target.", "sni", &t.sni, tls)?;
+        let sni = "rumqttc takes the TLS server name from the connect address; a separate SNI needs its own transport";
+        not_built(src, "target.", "sni", &t.sni, sni)?;
     }
     let protocol = match t.and_then(|t| t.protocol.as_ref()) {
         Some(p) => protocol(src, "target.protocol", p)?,

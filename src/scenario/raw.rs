@@ -38,8 +38,17 @@ pub(super) struct RawTarget {
     pub protocol: Option<Spanned<String>>,
     /// Server name indication: not built yet.
     pub sni: Option<Spanned<IgnoredAny>>,
-    /// TLS version / cipher-suite selection: not built yet.
-    pub tls: Option<Spanned<IgnoredAny>>,
+    /// TLS versions, cipher suites, ALPN.
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// `[target].tls = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub versions: Option<Vec<Spanned<String>>>,
+    pub suites: Option<Vec<Spanned<String>>>,
+    pub alpn: Option<Vec<Spanned<String>>>,
 }
 
 /// `[identity]`.

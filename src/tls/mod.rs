@@ -5,6 +5,7 @@
 //! resumption is disabled: a cache shared across identities would mix them, and a per-device
 //! cache costs memory for reconnects the runner does not make.
 
+pub mod options;
 pub mod probe;
 
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use options::TlsOptions;
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider.
 ///
@@ -46,6 +49,10 @@ pub struct ServerTrust {
     verifier: Option<Arc<dyn ServerCertVerifier>>,
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
+    /// Protocol versions offered (both unless the scenario narrows them).
+    versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    /// ALPN protocols offered, in preference order.
+    alpn: Vec<Vec<u8>>,
 }
 
 impl ServerTrust {
@@ -66,6 +73,8 @@ impl ServerTrust {
             verifier: None,
             roots: Arc::new(store),
             provider: provider(),
+            versions: rustls::ALL_VERSIONS.to_vec(),
+            alpn: Vec::new(),
         })
     }
 
@@ -77,6 +86,8 @@ impl ServerTrust {
             verifier: Some(Arc::new(AcceptAnyServer(provider.clone()))),
             roots: Arc::new(RootCertStore::empty()),
             provider,
+            versions: rustls::ALL_VERSIONS.to_vec(),
+            alpn: Vec::new(),
         }
     }
 
@@ -93,8 +104,11 @@ impl ServerTrust {
         key: PrivateKeyDer<'static>,
     ) -> Result<Arc<ClientConfig>, TlsError> {
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(rustls::ALL_VERSIONS)
-            .expect("aws-lc-rs supports TLS 1.2 and 1.3");
+            .with_protocol_versions(&self.versions)
+            .map_err(|source| TlsError::ClientIdentity {
+                client_id: client_id.to_string(),
+                source,
+            })?;
         let builder = match &self.verifier {
             Some(v) => builder
                 .dangerous()
@@ -108,6 +122,7 @@ impl ServerTrust {
                 source,
             })?;
         config.resumption = Resumption::disabled();
+        config.alpn_protocols = self.alpn.clone();
         Ok(Arc::new(config))
     }
 }
@@ -116,6 +131,31 @@ impl ServerTrust {
 /// simulates speak. rustls would also offer the X25519MLKEM768 hybrid, and a broker that
 /// picks it makes every simulated handshake costlier than a real device's. (Measured: no
 /// change in client CPU per connect against mosquitto, which never picks it.)
+impl ServerTrust {
+    /// This trust with the scenario's TLS choices: versions, cipher suites, ALPN. `options`
+    /// must have passed [`TlsOptions::validate`].
+    pub fn with_options(mut self, options: &TlsOptions) -> ServerTrust {
+        self.versions = options
+            .versions()
+            .into_iter()
+            .filter_map(|v| {
+                rustls::ALL_VERSIONS
+                    .iter()
+                    .copied()
+                    .find(|s| s.version == v)
+            })
+            .collect();
+        if let Some(suites) = options.cipher_suites() {
+            self.provider = Arc::new(CryptoProvider {
+                cipher_suites: suites,
+                ..(*self.provider).clone()
+            });
+        }
+        self.alpn = options.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        self
+    }
+}
+
 fn provider() -> Arc<CryptoProvider> {
     use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
     Arc::new(CryptoProvider {
