@@ -22,6 +22,11 @@ pub(super) fn rate(text: &str) -> Result<Option<f64>, String> {
     let bad = || format!("{text:?} is not a rate ({RATE_FORM})");
     let (count, unit) = trimmed.split_once('/').ok_or_else(bad)?;
     let (count, unit) = (count.trim(), unit.trim());
+    if count.starts_with('-') {
+        return Err(format!(
+            "{text:?} is negative, not a positive rate ({RATE_FORM}, N > 0)"
+        ));
+    }
     let per = match unit {
         "s" => 1.0,
         "min" => 60.0,
