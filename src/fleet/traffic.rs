@@ -33,8 +33,9 @@ struct Handed {
     len: u64,
 }
 
-/// Serves device `index`'s established session until `stop` (then `Ok`) or until the session
-/// fails (then the failure).
+/// Serves device `index`'s established session until `end` (then `Ok`) or until the session
+/// fails (then the failure). After `stop` it publishes nothing new but keeps polling, so
+/// acknowledgements of messages already written still arrive and are counted.
 pub(super) async fn serve(
     ctx: &GroupCtx,
     index: usize,
@@ -42,6 +43,7 @@ pub(super) async fn serve(
     session: &mut Session,
     mut window_rx: watch::Receiver<Option<TrafficWindow>>,
     stop: &CancellationToken,
+    end: &CancellationToken,
 ) -> Result<(), Failure> {
     let rec = &*ctx.recorder;
     let counters = rec.group(ctx.group);
@@ -92,7 +94,12 @@ pub(super) async fn serve(
         };
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break Ok(()),
+            _ = end.cancelled() => break Ok(()),
+            _ = stop.cancelled(), if !finished => {
+                finished = true;
+                awaiting_window = false;
+                continue;
+            }
             changed = window_rx.changed(), if awaiting_window => {
                 if changed.is_err() {
                     // The run ended before traffic started.

@@ -582,7 +582,10 @@ fn groups(
             scheduled += per_sec * plan.devices as f64;
             if scheduled > MAX_SCHEDULED_RATE {
                 let at = g.publish.as_ref().map_or(g.devices.span().start, |p| {
-                    p.get_ref().rate.as_ref().map_or(p.span().start, |r| r.span().start)
+                    p.get_ref()
+                        .rate
+                        .as_ref()
+                        .map_or(p.span().start, |r| r.span().start)
                 });
                 return Err(src.at(
                     at,

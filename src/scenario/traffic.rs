@@ -204,7 +204,9 @@ fn check_topic_text(topic: &str) -> Result<(), &'static str> {
         return Err("contains U+0000, which MQTT forbids in topics (expected printable text)");
     }
     if topic.len() > MAX_TOPIC_BYTES {
-        return Err("is longer than 65535 bytes, the most MQTT can carry (expected a shorter topic)");
+        return Err(
+            "is longer than 65535 bytes, the most MQTT can carry (expected a shorter topic)",
+        );
     }
     Ok(())
 }

@@ -157,7 +157,9 @@ mod tests {
             assert!(e.contains("\"N/s\""), "{bad}: {e}");
         }
         assert!(rate("0/s").unwrap_err().contains("positive"));
-        assert!(rate("-5/s").unwrap_err().contains("is negative, not a positive rate"));
+        assert!(rate("-5/s")
+            .unwrap_err()
+            .contains("is negative, not a positive rate"));
         assert!(rate("0.0/min").unwrap_err().contains("positive"));
     }
 
