@@ -38,6 +38,35 @@ impl Failure {
         Failure { class, detail }
     }
 
+    /// The same failure, named after what is wrong with the device's own certificate when
+    /// the broker rejected the handshake and the certificate explains why.
+    ///
+    /// A broker's alert is coarse (OpenSSL sends `bad_certificate` for a certificate that is
+    /// not yet valid, `unsupported_certificate` for a missing clientAuth purpose, and under TLS
+    /// 1.3 the alert may be lost to a closed socket), but the device knows its certificate:
+    /// checking its validity window and purpose locally names the cause exactly. Failures
+    /// that do not look like a rejection of the client (refused TCP, server certificate
+    /// problems, unknown CA, revocation) are returned unchanged.
+    pub fn explained_by(self, cert: &[u8], now_unix: i64) -> Failure {
+        let rejection = matches!(
+            self.class,
+            "tls: bad certificate"
+                | "tls: expired"
+                | "tls: handshake failure"
+                | "tls: alert"
+                | "tls: access denied"
+                | "closed by broker"
+                | "tcp: reset by peer"
+        );
+        match client_cert_problem(cert, now_unix) {
+            Some(class) if rejection => Failure {
+                class,
+                detail: self.detail,
+            },
+            _ => self,
+        }
+    }
+
     /// A CONNACK refusal with its return/reason code.
     pub fn refused(code: impl std::fmt::Debug) -> Failure {
         let code = format!("{code:?}");
@@ -54,6 +83,27 @@ impl Failure {
             detail: format!("CONNACK refused: {code}"),
         }
     }
+}
+
+/// What is wrong with a device certificate on its own, at `now_unix`: outside its validity
+/// window, or restricted by extendedKeyUsage to purposes other than TLS client
+/// authentication. `None` for a certificate that is fine (or that does not parse: the TLS
+/// stack reports that itself).
+pub fn client_cert_problem(cert: &[u8], now_unix: i64) -> Option<&'static str> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let validity = cert.validity();
+    if now_unix < validity.not_before.timestamp() {
+        return Some("tls: client certificate not yet valid");
+    }
+    if now_unix > validity.not_after.timestamp() {
+        return Some("tls: client certificate expired");
+    }
+    if let Ok(Some(eku)) = cert.extended_key_usage() {
+        if !eku.value.client_auth && !eku.value.any {
+            return Some("tls: client certificate lacks clientAuth");
+        }
+    }
+    None
 }
 
 /// The class of a typed rustls error anywhere in the source chain (io::Error's inner error is
@@ -107,6 +157,7 @@ fn alert_in_text(text: &str) -> Option<&'static str> {
         AlertDescription::AccessDenied,
         AlertDescription::HandshakeFailure,
         AlertDescription::ProtocolVersion,
+        AlertDescription::DecryptError,
     ]
     .into_iter()
     .find(|a| format!("{a:?}") == name)?;
@@ -127,8 +178,12 @@ fn tls_class(err: &rustls::Error) -> &'static str {
             AlertDescription::AccessDenied => "tls: access denied",
             AlertDescription::HandshakeFailure => "tls: handshake failure",
             AlertDescription::ProtocolVersion => "tls: protocol version",
+            // The broker could not verify the CertificateVerify signature: the private key
+            // does not belong to the certificate sent.
+            AlertDescription::DecryptError => "tls: wrong key for certificate",
             _ => "tls: alert",
         },
+        rustls::Error::InconsistentKeys(_) => "tls: wrong key for certificate",
         rustls::Error::InvalidCertificate(c) => match c {
             C::UnknownIssuer => "tls: server not trusted (unknown CA)",
             C::Expired | C::ExpiredContext { .. } => "tls: server certificate expired",

@@ -349,7 +349,11 @@ async fn device(
         Ok(tls) => tls,
         Err(e) => {
             counters.failed.fetch_add(1, Relaxed);
-            ctx.recorder.error("tls: client identity", e.to_string());
+            let class = match failure::Failure::classify(&e).class {
+                wrong @ "tls: wrong key for certificate" => wrong,
+                _ => "tls: client identity",
+            };
+            ctx.recorder.error(class, e.to_string());
             return;
         }
     };
@@ -390,6 +394,7 @@ async fn device(
         }
         Some(Ok(Err(f))) => {
             counters.failed.fetch_add(1, Relaxed);
+            let f = f.explained_by(&ctx.fleet.cert(index), unix_now());
             ctx.recorder
                 .error(f.class, format!("{client_id}: {}", f.detail));
             return;
@@ -415,4 +420,10 @@ async fn device(
                 .error(f.class, format!("{client_id}: {}", f.detail));
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
