@@ -14,9 +14,9 @@ use crate::scenario::{Protocol, SubscribePlan};
 
 /// In-flight publishes each session allows; small keeps per-session memory low (rumqttc
 /// preallocates a slot per in-flight message, v5 65,536 unless limited).
-pub(super) const INFLIGHT: u16 = 20;
+pub const INFLIGHT: u16 = 20;
 /// Requests queued between the client handle and the event loop.
-pub(super) const REQUEST_CAPACITY: usize = 10;
+pub const REQUEST_CAPACITY: usize = 10;
 
 /// How a device connects.
 pub struct SessionOptions<'a> {
