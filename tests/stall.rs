@@ -181,3 +181,133 @@ fn a_stalled_broker_keeps_queues_and_memory_bounded_and_the_run_resumes() {
     assert_eq!(t.acked + t.refused, t.sent, "{t:?}");
     assert!(result.last.errors.is_empty(), "{:#?}", result.last.errors);
 }
+
+fn start_mosquitto(root: &rustls_pki_types::CertificateDer<'static>) -> Option<Mosquitto> {
+    match Mosquitto::start(std::slice::from_ref(root), "") {
+        Ok(m) => Some(m),
+        Err(e)
+            if std::env::var("CI").as_deref() != Ok("true")
+                && e.to_string().contains("apt-get install") =>
+        {
+            eprintln!("skipping: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A broker stalled for longer than the keepalive allows: each session's missing PINGRESP is
+/// classified as a keepalive timeout (reconnecting is the runner's job, not this test's).
+#[test]
+fn a_stall_longer_than_the_keepalive_is_classified_as_keepalive_timeouts() {
+    install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = Plan::from_str(
+        r#"
+name = "stall-keepalive"
+duration = "30s"
+[[group]]
+name = "idle"
+devices = 5
+client_id = "ka-{index}"
+keepalive = "5s"
+"#,
+        Path::new("stall.toml"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    let (fleet, _) =
+        cache::ensure(tmp.path(), &plan.fleet_spec(&plan.groups[0]), 5, false).unwrap();
+    let Some(broker) = start_mosquitto(fleet.root()) else {
+        return;
+    };
+    let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+    let stop = CancellationToken::new();
+    let pid = broker.pid();
+    let controller = {
+        let stop = stop.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while rx.borrow_and_update().totals.connected < 5 {
+                assert!(tokio::time::Instant::now() < deadline, "not all connected");
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+            }
+            let _stopped = Stopped::new(pid);
+            // Ping after 5 s idle, missing PINGRESP noticed at the next one: ~10 s. Bounded.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+            while rx.borrow_and_update().totals.dropped < 5 {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+            }
+            stop.cancel();
+        }
+    };
+    let (result, ()) = rt.block_on(async {
+        tokio::join!(
+            fleet::run(&plan, vec![Arc::new(fleet)], endpoint, stop.clone(), tx),
+            controller
+        )
+    });
+    let t = result.last.totals;
+    let errors = &result.last.errors;
+    assert_eq!((t.connects, t.dropped), (5, 5), "{errors:#?}");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        errors[0].class, "disconnect: keepalive timeout",
+        "{errors:#?}"
+    );
+    assert_eq!(errors[0].count, 5);
+}
+
+/// Devices that connect to a stalled broker (the kernel accepts, nobody answers the TLS
+/// handshake) fail as connect timeouts, and the run ends on its own.
+#[test]
+fn connecting_to_a_stalled_broker_is_classified_as_connect_timeouts() {
+    install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = Plan::from_str(
+        r#"
+name = "stall-connect"
+duration = "1s"
+[[group]]
+name = "late"
+devices = 3
+client_id = "late-{index}"
+connect = { timeout = "2s" }
+"#,
+        Path::new("stall.toml"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    let (fleet, _) =
+        cache::ensure(tmp.path(), &plan.fleet_spec(&plan.groups[0]), 3, false).unwrap();
+    let Some(broker) = start_mosquitto(fleet.root()) else {
+        return;
+    };
+    let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
+    let _stopped = Stopped::new(broker.pid());
+    let result = rt.block_on(fleet::run(
+        &plan,
+        vec![Arc::new(fleet)],
+        endpoint,
+        CancellationToken::new(),
+        tx,
+    ));
+    let t = result.last.totals;
+    let errors = &result.last.errors;
+    assert_eq!((t.connects, t.failed), (0, 3), "{errors:#?}");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].class, "connect timeout", "{errors:#?}");
+}
