@@ -233,6 +233,69 @@ mod tests {
         assert_eq!(alert_in_text("no alert here"), None);
     }
 
+    fn cert(not_before: i64, not_after: i64, eku: rcgen::ExtendedKeyUsagePurpose) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["d-0".to_string()]).unwrap();
+        p.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+        p.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        p.extended_key_usages = vec![eku];
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_device_certificate_names_a_rejection() {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let now = 1_800_000_000;
+        let day = 86_400;
+        let expired = cert(now - 10 * day, now - day, ClientAuth);
+        let early = cert(now + day, now + 10 * day, ClientAuth);
+        let server_only = cert(now - day, now + day, ServerAuth);
+        let fine = cert(now - day, now + day, ClientAuth);
+        let rejected = || Failure::new("tls: bad certificate", "received fatal alert");
+        assert_eq!(
+            rejected().explained_by(&expired, now).class,
+            "tls: client certificate expired"
+        );
+        assert_eq!(
+            rejected().explained_by(&early, now).class,
+            "tls: client certificate not yet valid"
+        );
+        assert_eq!(
+            Failure::new("closed by broker", "eof")
+                .explained_by(&server_only, now)
+                .class,
+            "tls: client certificate lacks clientAuth"
+        );
+        assert_eq!(
+            rejected().explained_by(&fine, now).class,
+            "tls: bad certificate"
+        );
+        // Causes the device's certificate cannot explain keep their class.
+        for class in [
+            "tls: unknown CA",
+            "tls: revoked",
+            "tcp: refused",
+            "tls: server name mismatch",
+        ] {
+            assert_eq!(
+                Failure::new(class, "x").explained_by(&expired, now).class,
+                class
+            );
+        }
+        assert_eq!(client_cert_problem(b"not DER", now), None);
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_named() {
+        let wrong = rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch);
+        assert_eq!(tls_class(&wrong), "tls: wrong key for certificate");
+        let alert = io::Error::other("received fatal alert: DecryptError");
+        assert_eq!(
+            Failure::classify(&alert).class,
+            "tls: wrong key for certificate"
+        );
+    }
+
     #[test]
     fn connack_codes() {
         #[derive(Debug)]
