@@ -376,3 +376,110 @@ client_id = "dup-{index:1}"
     );
     assert!(errors[0].example.contains("dup-0"), "{errors:#?}");
 }
+
+/// A minimal MQTT 5 broker over TLS on loopback that accepts one CONNECT and then takes the
+/// session over the way a broker does when a second connection uses the same client ID:
+/// DISCONNECT with reason 0x8E (Session taken over), then close.
+async fn taking_over_broker(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok((tcp, _)) = listener.accept().await else {
+        return;
+    };
+    let Ok(mut tls) = acceptor.accept(tcp).await else {
+        return;
+    };
+    // CONNECT: fixed header, variable-length remaining length, body.
+    let mut first = [0u8; 1];
+    if tls.read_exact(&mut first).await.is_err() || first[0] >> 4 != 1 {
+        return;
+    }
+    let (mut len, mut shift) = (0usize, 0);
+    for _ in 0..4 {
+        let mut b = [0u8; 1];
+        if tls.read_exact(&mut b).await.is_err() {
+            return;
+        }
+        len |= usize::from(b[0] & 0x7f) << shift;
+        shift += 7;
+        if b[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    if tls.read_exact(&mut body).await.is_err() {
+        return;
+    }
+    // CONNACK (session present 0, reason Success, no properties).
+    let _ = tls.write_all(&[0x20, 0x03, 0x00, 0x00, 0x00]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // DISCONNECT, reason 0x8E Session taken over, no properties.
+    let _ = tls.write_all(&[0xE0, 0x02, 0x8E, 0x00]).await;
+    let _ = tls.flush().await;
+    let _ = tls.shutdown().await;
+}
+
+#[test]
+fn a_v5_session_taken_over_by_the_broker_is_named_as_a_duplicate_client_id() {
+    use rustls_pki_types::pem::PemObject as _;
+    install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = plan(
+        r#"
+name = "takeover"
+duration = "3s"
+[target]
+protocol = "5"
+[[group]]
+name = "g"
+devices = 1
+client_id = "twin-0"
+"#,
+    );
+    let (fleet, _) =
+        cache::ensure(tmp.path(), &plan.fleet_spec(&plan.groups[0]), 1, false).unwrap();
+    let server = thingswarm::identity::server_identity(&tmp.path().join("server")).unwrap();
+    let chain = thingswarm::identity::read_pem_certs(&server.cert_pem, None).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&server.key_pem).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let server_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = server_rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let server_thread = std::thread::spawn(move || {
+        server_rt.block_on(async {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                taking_over_broker(listener, acceptor),
+            )
+            .await;
+        })
+    });
+
+    let endpoint = Endpoint::verified(addr, &server.ca_der).unwrap();
+    let result = run(&plan, vec![Arc::new(fleet)], endpoint);
+    server_thread.join().unwrap();
+    let t = result.last.totals;
+    let errors = &result.last.errors;
+    assert_eq!((t.connects, t.dropped, t.closed), (1, 1, 0), "{errors:#?}");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        errors[0].class, "mqtt: session taken over (duplicate client ID)",
+        "{errors:#?}"
+    );
+    assert!(errors[0].example.contains("twin-0"), "{errors:#?}");
+    assert!(
+        errors[0].example.contains("SessionTakenOver"),
+        "{errors:#?}"
+    );
+}
