@@ -31,7 +31,7 @@ fn shipped_scenarios_load() {
 #[test]
 fn invalid_fixtures_fail_with_their_expected_error() {
     let files = tomls("tests/fixtures/scenarios/invalid");
-    assert!(files.len() >= 15, "only {} fixtures", files.len());
+    assert!(files.len() >= 30, "only {} fixtures", files.len());
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let expect = text

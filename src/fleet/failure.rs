@@ -38,6 +38,35 @@ impl Failure {
         Failure { class, detail }
     }
 
+    /// The same failure, named after what is wrong with the device's own certificate when
+    /// the broker rejected the handshake and the certificate explains why.
+    ///
+    /// A broker's alert is coarse (OpenSSL sends `bad_certificate` for a certificate that is
+    /// not yet valid, `unsupported_certificate` for a missing clientAuth purpose, and under TLS
+    /// 1.3 the alert may be lost to a closed socket), but the device knows its certificate:
+    /// checking its validity window and purpose locally names the cause exactly. Failures
+    /// that do not look like a rejection of the client (refused TCP, server certificate
+    /// problems, unknown CA, revocation) are returned unchanged.
+    pub fn explained_by(self, cert: &[u8], now_unix: i64) -> Failure {
+        let rejection = matches!(
+            self.class,
+            "tls: bad certificate"
+                | "tls: expired"
+                | "tls: handshake failure"
+                | "tls: alert"
+                | "tls: access denied"
+                | "closed by broker"
+                | "tcp: reset by peer"
+        );
+        match client_cert_problem(cert, now_unix) {
+            Some(class) if rejection => Failure {
+                class,
+                detail: self.detail,
+            },
+            _ => self,
+        }
+    }
+
     /// A CONNACK refusal with its return/reason code.
     pub fn refused(code: impl std::fmt::Debug) -> Failure {
         let code = format!("{code:?}");
@@ -54,6 +83,27 @@ impl Failure {
             detail: format!("CONNACK refused: {code}"),
         }
     }
+}
+
+/// What is wrong with a device certificate on its own, at `now_unix`: outside its validity
+/// window, or restricted by extendedKeyUsage to purposes other than TLS client
+/// authentication. `None` for a certificate that is fine (or that does not parse: the TLS
+/// stack reports that itself).
+pub fn client_cert_problem(cert: &[u8], now_unix: i64) -> Option<&'static str> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let validity = cert.validity();
+    if now_unix < validity.not_before.timestamp() {
+        return Some("tls: client certificate not yet valid");
+    }
+    if now_unix > validity.not_after.timestamp() {
+        return Some("tls: client certificate expired");
+    }
+    if let Ok(Some(eku)) = cert.extended_key_usage() {
+        if !eku.value.client_auth && !eku.value.any {
+            return Some("tls: client certificate lacks clientAuth");
+        }
+    }
+    None
 }
 
 /// The class of a typed rustls error anywhere in the source chain (io::Error's inner error is
@@ -107,6 +157,7 @@ fn alert_in_text(text: &str) -> Option<&'static str> {
         AlertDescription::AccessDenied,
         AlertDescription::HandshakeFailure,
         AlertDescription::ProtocolVersion,
+        AlertDescription::DecryptError,
     ]
     .into_iter()
     .find(|a| format!("{a:?}") == name)?;
@@ -127,8 +178,12 @@ fn tls_class(err: &rustls::Error) -> &'static str {
             AlertDescription::AccessDenied => "tls: access denied",
             AlertDescription::HandshakeFailure => "tls: handshake failure",
             AlertDescription::ProtocolVersion => "tls: protocol version",
+            // The broker could not verify the CertificateVerify signature: the private key
+            // does not belong to the certificate sent.
+            AlertDescription::DecryptError => "tls: wrong key for certificate",
             _ => "tls: alert",
         },
+        rustls::Error::InconsistentKeys(_) => "tls: wrong key for certificate",
         rustls::Error::InvalidCertificate(c) => match c {
             C::UnknownIssuer => "tls: server not trusted (unknown CA)",
             C::Expired | C::ExpiredContext { .. } => "tls: server certificate expired",
@@ -176,6 +231,69 @@ mod tests {
         let unknown = io::Error::other("received fatal alert: UnknownCA");
         assert_eq!(Failure::classify(&unknown).class, "tls: unknown CA");
         assert_eq!(alert_in_text("no alert here"), None);
+    }
+
+    fn cert(not_before: i64, not_after: i64, eku: rcgen::ExtendedKeyUsagePurpose) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["d-0".to_string()]).unwrap();
+        p.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+        p.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        p.extended_key_usages = vec![eku];
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_device_certificate_names_a_rejection() {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let now = 1_800_000_000;
+        let day = 86_400;
+        let expired = cert(now - 10 * day, now - day, ClientAuth);
+        let early = cert(now + day, now + 10 * day, ClientAuth);
+        let server_only = cert(now - day, now + day, ServerAuth);
+        let fine = cert(now - day, now + day, ClientAuth);
+        let rejected = || Failure::new("tls: bad certificate", "received fatal alert");
+        assert_eq!(
+            rejected().explained_by(&expired, now).class,
+            "tls: client certificate expired"
+        );
+        assert_eq!(
+            rejected().explained_by(&early, now).class,
+            "tls: client certificate not yet valid"
+        );
+        assert_eq!(
+            Failure::new("closed by broker", "eof")
+                .explained_by(&server_only, now)
+                .class,
+            "tls: client certificate lacks clientAuth"
+        );
+        assert_eq!(
+            rejected().explained_by(&fine, now).class,
+            "tls: bad certificate"
+        );
+        // Causes the device's certificate cannot explain keep their class.
+        for class in [
+            "tls: unknown CA",
+            "tls: revoked",
+            "tcp: refused",
+            "tls: server name mismatch",
+        ] {
+            assert_eq!(
+                Failure::new(class, "x").explained_by(&expired, now).class,
+                class
+            );
+        }
+        assert_eq!(client_cert_problem(b"not DER", now), None);
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_named() {
+        let wrong = rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch);
+        assert_eq!(tls_class(&wrong), "tls: wrong key for certificate");
+        let alert = io::Error::other("received fatal alert: DecryptError");
+        assert_eq!(
+            Failure::classify(&alert).class,
+            "tls: wrong key for certificate"
+        );
     }
 
     #[test]

@@ -152,7 +152,10 @@ pub async fn run(
         .any(|g| g.publish.is_some() || !g.subscribe.is_empty());
     let (window_tx, window_rx) = watch::channel(None);
     let mut aggregator = Aggregator::new(recorder.clone(), planned);
+    // Interrupts stop pacing, connecting and publishing at once (`devices_stop`), but sessions
+    // stay up until the drain has collected in-flight acknowledgements (`sessions_stop`).
     let devices_stop = stop.child_token();
+    let sessions_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let started = Instant::now();
 
@@ -186,7 +189,12 @@ pub async fn run(
             control: control.subscribe(),
         });
         offset += group.devices as usize;
-        tracker.spawn(spawn_group(ctx, tracker.clone(), devices_stop.clone()));
+        tracker.spawn(spawn_group(
+            ctx,
+            tracker.clone(),
+            devices_stop.clone(),
+            sessions_stop.clone(),
+        ));
     }
 
     // Ramp: until every planned device has connected, failed or been cancelled.
@@ -207,10 +215,11 @@ pub async fn run(
     tokio::select! { _ = stop.cancelled() => {}, _ = sleep(plan.duration) => {} }
 
     recorder.set_phase(Phase::Drain);
-    if has_traffic {
-        settle(plan, &recorder, &stop).await;
-    }
     devices_stop.cancel();
+    if has_traffic {
+        settle(plan, &recorder).await;
+    }
+    sessions_stop.cancel();
     tracker.close();
     let _ = timeout(DRAIN_WITHIN, tracker.wait()).await;
     recorder.set_phase(Phase::Done);
@@ -234,9 +243,11 @@ pub async fn run(
     }
 }
 
-/// After the window closes: wait until every acknowledgement is in and deliveries have been
-/// quiet for half a second (bounded), so messages still in flight are not counted as lost.
-async fn settle(plan: &Plan, recorder: &Recorder, stop: &CancellationToken) {
+/// After the window closes or an interrupt stopped the publishers: wait until every
+/// acknowledgement is in and deliveries have been quiet for half a second (bounded by
+/// [`SETTLE_WITHIN`]; a second interrupt exits at once), so messages still in flight are
+/// neither counted as lost nor left unacknowledged in an interrupted run's report.
+async fn settle(plan: &Plan, recorder: &Recorder) {
     // QoS 0 messages are never acknowledged: only QoS 1/2 publishers have acks to wait for.
     let acked_groups: Vec<usize> = (0..plan.groups.len())
         .filter(|&g| plan.groups[g].publish.as_ref().is_some_and(|p| p.qos > 0))
@@ -244,7 +255,7 @@ async fn settle(plan: &Plan, recorder: &Recorder, stop: &CancellationToken) {
     let deadline = Instant::now() + SETTLE_WITHIN;
     let mut last = recorder.totals();
     let mut quiet_since = Instant::now();
-    while Instant::now() < deadline && !stop.is_cancelled() {
+    while Instant::now() < deadline {
         sleep(Duration::from_millis(100)).await;
         let now = recorder.totals();
         if now.delivered != last.delivered || now.sent != last.sent {
@@ -294,7 +305,12 @@ fn sequence_totals(plan: &Plan, recorder: &Recorder) -> SequenceTotals {
 
 /// Starts a group's devices on its pacer's schedule, never more than `max_in_flight`
 /// connecting at once (more overflow common listen backlogs and turn into SYN retransmits).
-async fn spawn_group(ctx: Arc<GroupCtx>, tracker: TaskTracker, stop: CancellationToken) {
+async fn spawn_group(
+    ctx: Arc<GroupCtx>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    end: CancellationToken,
+) {
     let pacer = Pacer::new(Instant::now(), ctx.plan.connect.rate);
     let slots = Arc::new(Semaphore::new(ctx.plan.connect.max_in_flight));
     for k in 0..ctx.plan.devices {
@@ -304,7 +320,13 @@ async fn spawn_group(ctx: Arc<GroupCtx>, tracker: TaskTracker, stop: Cancellatio
                 p.expect("semaphore is never closed")
             }
         };
-        tracker.spawn(device(ctx.clone(), k as usize, permit, stop.clone()));
+        tracker.spawn(device(
+            ctx.clone(),
+            k as usize,
+            permit,
+            stop.clone(),
+            end.clone(),
+        ));
     }
     let never = ctx.plan.devices - ctx.recorder.group(ctx.group).attempted.load(Relaxed);
     if stop.is_cancelled() && never > 0 {
@@ -316,12 +338,14 @@ async fn spawn_group(ctx: Arc<GroupCtx>, tracker: TaskTracker, stop: Cancellatio
     }
 }
 
-/// One device's life: connect (timed), hold the session, disconnect.
+/// One device's life: connect (timed), hold the session, disconnect. `stop` ends connecting
+/// and publishing; `end` ends the session (later, once in-flight messages had their chance).
 async fn device(
     ctx: Arc<GroupCtx>,
     index: usize,
     permit: OwnedSemaphorePermit,
     stop: CancellationToken,
+    end: CancellationToken,
 ) {
     let counters = ctx.recorder.group(ctx.group);
     counters.attempted.fetch_add(1, Relaxed);
@@ -334,7 +358,11 @@ async fn device(
         Ok(tls) => tls,
         Err(e) => {
             counters.failed.fetch_add(1, Relaxed);
-            ctx.recorder.error("tls: client identity", e.to_string());
+            let class = match failure::Failure::classify(&e).class {
+                wrong @ "tls: wrong key for certificate" => wrong,
+                _ => "tls: client identity",
+            };
+            ctx.recorder.error(class, e.to_string());
             return;
         }
     };
@@ -375,6 +403,7 @@ async fn device(
         }
         Some(Ok(Err(f))) => {
             counters.failed.fetch_add(1, Relaxed);
+            let f = f.explained_by(&ctx.fleet.cert(index), unix_now());
             ctx.recorder
                 .error(f.class, format!("{client_id}: {}", f.detail));
             return;
@@ -386,7 +415,7 @@ async fn device(
         }
     }
 
-    match traffic::serve(&ctx, index, &client_id, &mut session, &stop).await {
+    match traffic::serve(&ctx, index, &client_id, &mut session, &stop, &end).await {
         Ok(()) => {
             session.disconnect(DISCONNECT_WITHIN).await;
             counters.connected.fetch_sub(1, Relaxed);
@@ -399,4 +428,10 @@ async fn device(
                 .error(f.class, format!("{client_id}: {}", f.detail));
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -14,9 +14,9 @@ use crate::scenario::{Protocol, SubscribePlan};
 
 /// In-flight publishes each session allows; small keeps per-session memory low (rumqttc
 /// preallocates a slot per in-flight message, v5 65,536 unless limited).
-pub(super) const INFLIGHT: u16 = 20;
+pub const INFLIGHT: u16 = 20;
 /// Requests queued between the client handle and the event loop.
-pub(super) const REQUEST_CAPACITY: usize = 10;
+pub const REQUEST_CAPACITY: usize = 10;
 
 /// How a device connects.
 pub struct SessionOptions<'a> {
@@ -203,10 +203,20 @@ impl Session {
                         .filter(|c| !matches!(c, Sub5::Success(_)))
                         .count(),
                 }),
+                Ok(E5::Incoming(P5::Disconnect(d))) => Err(disconnected_v5(
+                    d.reason_code,
+                    d.properties
+                        .as_ref()
+                        .and_then(|p| p.reason_string.as_deref()),
+                )),
                 Ok(_) => Ok(Seen::Other),
                 Err(v5::ConnectionError::MqttState(v5::StateError::AwaitPingResp)) => {
                     Err(Failure::new(KEEPALIVE, "no PINGRESP within the keepalive"))
                 }
+                Err(v5::ConnectionError::MqttState(v5::StateError::ServerDisconnect {
+                    reason_code,
+                    reason_string,
+                })) => Err(disconnected_v5(reason_code, reason_string.as_deref())),
                 Err(e) => Err(lost(&e)),
             },
         }
@@ -283,15 +293,65 @@ fn v5_qos(qos: u8) -> v5::mqttbytes::QoS {
     }
 }
 
+/// An MQTT 5 DISCONNECT from the broker, named by its reason: 0x8E means another connection
+/// with the same client ID took the session over (duplicate client IDs in a fleet, or a
+/// second thingswarm running the same identities).
+fn disconnected_v5(
+    code: v5::mqttbytes::v5::DisconnectReasonCode,
+    reason_string: Option<&str>,
+) -> Failure {
+    use v5::mqttbytes::v5::DisconnectReasonCode as R;
+    let reason = reason_string.map_or(String::new(), |r| format!(" ({r})"));
+    let class = match code {
+        R::SessionTakenOver => "mqtt: session taken over (duplicate client ID)",
+        R::NotAuthorized => "mqtt: not authorized",
+        R::KeepAliveTimeout => "disconnect: keepalive timeout",
+        R::ServerShuttingDown => "disconnect: server shutting down",
+        _ => "disconnect: by broker",
+    };
+    Failure::new(class, format!("DISCONNECT {code:?}{reason}"))
+}
+
 /// Classifies the loss of an established session.
 fn lost(err: &(dyn std::error::Error + 'static)) -> Failure {
     let failure = Failure::classify(err);
     let class = match failure.class {
         "closed by broker" | "tcp: reset by peer" => "disconnect: closed by broker",
+        // rumqttc's wording for EOF in the middle of a session (no typed I/O error kept).
+        "protocol error" if failure.detail.contains("closed by peer abruptly") => {
+            "disconnect: closed by broker"
+        }
         other => other,
     };
     Failure {
         class,
         detail: failure.detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use v5::mqttbytes::v5::DisconnectReasonCode as R;
+
+    #[test]
+    fn a_v5_disconnect_is_named_by_its_reason() {
+        let taken = disconnected_v5(R::SessionTakenOver, None);
+        assert_eq!(
+            taken.class,
+            "mqtt: session taken over (duplicate client ID)"
+        );
+        assert_eq!(taken.detail, "DISCONNECT SessionTakenOver");
+        let other = disconnected_v5(R::UnspecifiedError, Some("bye"));
+        assert_eq!(other.class, "disconnect: by broker");
+        assert_eq!(other.detail, "DISCONNECT UnspecifiedError (bye)");
+    }
+
+    #[test]
+    fn an_abrupt_close_is_the_broker_closing() {
+        // What rumqttc returns: a state error with no I/O error inside.
+        let e = v5::ConnectionError::MqttState(v5::StateError::ConnectionAborted);
+        assert!(e.to_string().contains("closed by peer abruptly"), "{e}");
+        assert_eq!(lost(&e).class, "disconnect: closed by broker");
     }
 }

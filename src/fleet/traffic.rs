@@ -32,14 +32,16 @@ struct Handed {
     len: u64,
 }
 
-/// Serves device `index`'s established session until `stop` (then `Ok`) or until the session
-/// fails (then the failure).
+/// Serves device `index`'s established session until `end` (then `Ok`) or until the session
+/// fails (then the failure). After `stop` it publishes nothing new but keeps polling, so
+/// acknowledgements of messages already written still arrive and are counted.
 pub(super) async fn serve(
     ctx: &GroupCtx,
     index: usize,
     client_id: &str,
     session: &mut Session,
     stop: &CancellationToken,
+    end: &CancellationToken,
 ) -> Result<(), Failure> {
     let mut window_rx = ctx.window.clone();
     let mut control_rx = ctx.control.clone();
@@ -95,7 +97,12 @@ pub(super) async fn serve(
         };
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break Ok(()),
+            _ = end.cancelled() => break Ok(()),
+            _ = stop.cancelled(), if !finished => {
+                finished = true;
+                awaiting_window = false;
+                continue;
+            }
             changed = window_rx.changed(), if awaiting_window => {
                 if changed.is_err() {
                     // The run ended before traffic started.

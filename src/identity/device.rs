@@ -59,8 +59,15 @@ pub fn issue(
     };
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
-    params.not_before = OffsetDateTime::from_unix_timestamp(window.not_before).expect("valid time");
-    params.not_after = OffsetDateTime::from_unix_timestamp(window.not_after).expect("valid time");
+    // The window comes from the cache's fleet.json: a file, so possibly damaged.
+    let time = |t: i64| {
+        OffsetDateTime::from_unix_timestamp(t).map_err(|_| IdentityError::BadWindow {
+            not_before: window.not_before,
+            not_after: window.not_after,
+        })
+    };
+    params.not_before = time(window.not_before)?;
+    params.not_after = time(window.not_after)?;
     params.serial_number = Some(serial(window.serial_prefix, index));
     let cert = params.signed_by(&key, issuer)?;
     Ok(Issued {
@@ -97,6 +104,24 @@ fn is_dns_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_cached_window_is_an_error_not_a_panic() {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = Issuer::new(params, ca_key);
+        let window = DeviceWindow {
+            not_before: i64::MAX,
+            not_after: i64::MIN,
+            serial_prefix: 1,
+        };
+        let err = issue(&issuer, Algorithm::default(), &window, "d-0", 0)
+            .err()
+            .expect("out-of-range window is refused");
+        assert!(matches!(err, IdentityError::BadWindow { .. }), "{err}");
+        assert!(err.to_string().contains("--force"), "{err}");
+    }
 
     #[test]
     fn serials_are_positive_fixed_length_and_index_distinct() {

@@ -93,6 +93,14 @@ pub enum IdentityError {
         /// How many devices were asked for.
         count: u64,
     },
+    /// A cached fleet's validity window (from its `fleet.json`) is not a representable time.
+    #[error("cached validity window {not_before}..{not_after} (Unix seconds) is not a valid date range (expected years 1 to 9999; remove the fleet's cache entry or issue with --force to regenerate)")]
+    BadWindow {
+        /// notBefore as read.
+        not_before: i64,
+        /// notAfter as read.
+        not_after: i64,
+    },
     /// Certificate generation failed inside rcgen.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),

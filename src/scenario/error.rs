@@ -100,6 +100,8 @@ fn toml_words(message: &str) -> String {
         .replace('\n', " ")
         .replace("expected u64", "expected a non-negative integer")
         .replace("expected u32", "expected a non-negative integer")
+        .replace("expected u16", "expected an integer 0..=65535")
+        .replace("expected u8", "expected an integer 0..=255")
         .replace(
             "expected a sequence",
             "expected an array ([[table]] or [...])",

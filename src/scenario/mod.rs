@@ -70,6 +70,12 @@ use crate::tls::options::TlsOptions;
 
 /// Most devices one run (one process) simulates, over all groups.
 pub const MAX_DEVICES: u64 = 1_000_000;
+/// Most messages per second one run may schedule over all its publishers: at the ~20 us of
+/// client CPU a QoS 1 message costs (DESIGN.md section 9) this is ~20 cores' worth, more than
+/// one thingswarm process can send; a plan above it would measure the client, not the broker.
+pub const MAX_SCHEDULED_RATE: f64 = 1_000_000.0;
+/// Longest client ID: it is also the certificate's CN, which X.509 caps at 64 characters.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
 /// Default connect pace of a group: brisk, yet below what a single broker listener absorbs
 /// without dropping SYNs.
 pub const DEFAULT_RATE_PER_SEC: f64 = 500.0;
@@ -565,6 +571,7 @@ fn groups(
     let mut names = HashMap::new();
     let mut templates = HashMap::new();
     let mut total = 0u64;
+    let mut scheduled = 0f64;
     for (i, g) in raw.iter().enumerate() {
         let g = g.get_ref();
         let plan = group(src, i, g, default_protocol)?;
@@ -585,6 +592,25 @@ fn groups(
                     plan.client_id.source()
                 ),
             ));
+        }
+        if let Some(per_sec) = plan.publish.as_ref().and_then(|p| p.rate) {
+            scheduled += per_sec * plan.devices as f64;
+            if scheduled > MAX_SCHEDULED_RATE {
+                let at = g.publish.as_ref().map_or(g.devices.span().start, |p| {
+                    p.get_ref()
+                        .rate
+                        .as_ref()
+                        .map_or(p.span().start, |r| r.span().start)
+                });
+                return Err(src.at(
+                    at,
+                    format!(
+                        "group[{i}].publish.rate: {} per device x {} devices brings the fleet to {scheduled:.0} messages/s, more than one run can schedule (expected at most {MAX_SCHEDULED_RATE:.0}/s over all groups; split the fleet over several processes)",
+                        values::rate_label(Some(per_sec)),
+                        plan.devices
+                    ),
+                ));
+            }
         }
         total += plan.devices;
         if total > MAX_DEVICES {
@@ -631,6 +657,15 @@ fn group(
     };
     let client_id =
         Template::parse(g.client_id.get_ref(), CLIENT_ID_VARS).map_err(|e| at_id(e.to_string()))?;
+    let longest = client_id.render_index(devices - 1);
+    if longest.chars().count() > MAX_CLIENT_ID_CHARS {
+        return Err(at_id(format!(
+            "{:?} renders to {} characters ({longest:?} for device {}), more than the {MAX_CLIENT_ID_CHARS} a certificate CN holds (expected a shorter template)",
+            client_id.source(),
+            longest.chars().count(),
+            devices - 1
+        )));
+    }
     if devices > 1 && !client_id.uses("index") {
         return Err(at_id(format!(
             "{:?} has no {{index}}: all {devices} devices would share one identity (expected e.g. \"{name}-{{index:05}}\")",

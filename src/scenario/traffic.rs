@@ -21,6 +21,11 @@ use crate::traffic::payload::{PayloadSpec, PayloadTemplate, HEADER_LEN};
 pub const TOPIC_VARS: &[&str] = &["client_id", "index", "group"];
 /// Raw payload size when neither `size` nor `payload` is given.
 pub const DEFAULT_SIZE: usize = 64;
+/// Fastest per-device rate a schedule can keep: tokio timers tick in whole milliseconds, so a
+/// device asked for more would silently fall behind its intended times.
+pub const MAX_DEVICE_RATE: f64 = 1000.0;
+/// Longest topic name or filter MQTT can carry (a 2-byte length prefix).
+pub const MAX_TOPIC_BYTES: usize = 65_535;
 
 /// What each device of a group publishes.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,12 +80,29 @@ pub(super) fn publish(
             format!("{key}.topic: {:?} has a wildcard (expected a topic name; `+` and `#` belong in subscribe filters)", raw.topic.get_ref()),
         ));
     }
+    if let Err(why) = check_topic_text(raw.topic.get_ref()) {
+        return Err(src.at(
+            raw.topic.span().start,
+            format!("{key}.topic: {} {why}", shown(raw.topic.get_ref())),
+        ));
+    }
     let qos = qos(src, &format!("{key}.qos"), raw.qos.as_ref())?;
     let rate = match &raw.rate {
         None => Some(1.0),
         Some(r) => values::rate(r.get_ref())
             .map_err(|m| src.at(r.span().start, format!("{key}.rate: {m}")))?,
     };
+    if let (Some(per_sec), Some(r)) = (rate, &raw.rate) {
+        if per_sec > MAX_DEVICE_RATE {
+            return Err(src.at(
+                r.span().start,
+                format!(
+                    r#"{key}.rate: {:?} is more than one device can schedule (expected at most "{MAX_DEVICE_RATE}/s" per device: timers have 1 ms resolution; use more devices, or "max" for closed-loop sending)"#,
+                    r.get_ref()
+                ),
+            ));
+        }
+    }
     let arrivals = match raw.arrivals.as_ref().map(|a| (a, a.get_ref().as_str())) {
         None | Some((_, "constant")) => Arrivals::Constant,
         Some((_, "poisson")) => Arrivals::Poisson,
@@ -138,7 +160,7 @@ pub(super) fn subscribe(
             if let Err(why) = check_filter(filter) {
                 return Err(src.at(
                     s.filter.span().start,
-                    format!("{key}[{i}].filter: {filter:?} {why}"),
+                    format!("{key}[{i}].filter: {} {why}", shown(filter)),
                 ));
             }
             Ok(SubscribePlan {
@@ -160,11 +182,42 @@ fn qos(src: &Source<'_>, key: &str, q: Option<&Spanned<u8>>) -> Result<u8, Scena
     }
 }
 
-/// MQTT filter rules: non-empty, `+` a whole level, `#` a whole last level.
+/// A value quoted for an error line: whole when short, else its start and its length (a 64 KiB
+/// topic must not become a 64 KiB error line).
+fn shown(text: &str) -> String {
+    const KEEP: usize = 48;
+    match text.char_indices().nth(KEEP) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// What MQTT forbids in any topic name or filter (section 4.7.3): empty, U+0000, longer than
+/// its 2-byte length prefix. Checked on the template text: variables only add non-empty text
+/// (client IDs and group names are themselves checked), so a template that passes renders to a
+/// topic that passes, except for length, which the runner's templates keep far below the limit.
+fn check_topic_text(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() {
+        return Err("is empty (expected a topic name such as \"dt/{client_id}/telemetry\")");
+    }
+    if topic.contains('\0') {
+        return Err("contains U+0000, which MQTT forbids in topics (expected printable text)");
+    }
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Err(
+            "is longer than 65535 bytes, the most MQTT can carry (expected a shorter topic)",
+        );
+    }
+    Ok(())
+}
+
+/// MQTT filter rules: non-empty, no U+0000, at most 65535 bytes, `+` a whole level, `#` a whole
+/// last level.
 fn check_filter(filter: &str) -> Result<(), &'static str> {
     if filter.is_empty() {
         return Err("is empty (expected a topic filter such as \"dt/+/telemetry\")");
     }
+    check_topic_text(filter)?;
     let levels: Vec<&str> = filter.split('/').collect();
     for (i, level) in levels.iter().enumerate() {
         if level.contains('+') && *level != "+" {
@@ -219,5 +272,9 @@ mod tests {
         assert!(check_filter("a/b+").is_err());
         assert!(check_filter("a/#/b").is_err());
         assert!(check_filter("").is_err());
+        assert!(check_filter("a/\0").is_err());
+        assert!(check_filter(&"a".repeat(MAX_TOPIC_BYTES + 1)).is_err());
+        assert!(check_topic_text("").is_err());
+        assert!(check_topic_text("dt/{client_id}").is_ok());
     }
 }

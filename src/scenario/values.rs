@@ -22,6 +22,11 @@ pub(super) fn rate(text: &str) -> Result<Option<f64>, String> {
     let bad = || format!("{text:?} is not a rate ({RATE_FORM})");
     let (count, unit) = trimmed.split_once('/').ok_or_else(bad)?;
     let (count, unit) = (count.trim(), unit.trim());
+    if count.starts_with('-') {
+        return Err(format!(
+            "{text:?} is negative, not a positive rate ({RATE_FORM}, N > 0)"
+        ));
+    }
     let per = match unit {
         "s" => 1.0,
         "min" => 60.0,
@@ -145,13 +150,16 @@ mod tests {
         assert_eq!(rate("2.5/s"), Ok(Some(2.5)));
         assert_eq!(rate("max"), Ok(None));
         for bad in [
-            "fast", "200", "200/d", "/s", "-5/s", "inf/s", "1e3/s", "1.2.3/s", "", "max/s",
+            "fast", "200", "200/d", "/s", "inf/s", "1e3/s", "1.2.3/s", "", "max/s",
         ] {
             let e = rate(bad).unwrap_err();
             assert!(e.contains("is not a rate"), "{bad}: {e}");
             assert!(e.contains("\"N/s\""), "{bad}: {e}");
         }
         assert!(rate("0/s").unwrap_err().contains("positive"));
+        assert!(rate("-5/s")
+            .unwrap_err()
+            .contains("is negative, not a positive rate"));
         assert!(rate("0.0/min").unwrap_err().contains("positive"));
     }
 
