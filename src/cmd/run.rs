@@ -35,6 +35,12 @@ const FD_RESERVE: u64 = 200;
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let plan = Plan::load(&args.scenario, &args.target.overrides())?;
     let dashboard = use_dashboard(&args)?;
+    let pushgateway = args
+        .pushgateway
+        .as_deref()
+        .map(crate::prometheus::Pushgateway::parse)
+        .transpose()
+        .map_err(|e| BadInput(e.to_string()))?;
     crate::tls::install_crypto_provider();
     let (soft, _) = crate::limits::raise_nofile();
     check_fd_budget(&plan, soft)?;
@@ -95,13 +101,48 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     } else {
         None
     };
+    let group_names: Arc<[String]> = plan.groups.iter().map(|g| g.name.clone()).collect();
+    let exporters = CancellationToken::new();
+    let metrics = args
+        .prometheus
+        .map(|addr| {
+            let listener = runtime
+                .block_on(async { crate::prometheus::listener(addr) })
+                .map_err(|e| BadInput(format!("--prometheus {addr}: cannot listen: {e}")))?;
+            let local = listener.local_addr().unwrap_or(addr);
+            eprintln!("prometheus  http://{local}/metrics");
+            Ok::<_, BadInput>(listener)
+        })
+        .transpose()?;
     let wall = Instant::now();
     let result = runtime.block_on(async {
         crate::shutdown::on_ctrl_c(stop.clone());
+        if let Some(listener) = metrics {
+            let serve =
+                crate::prometheus::serve(listener, rx.clone(), group_names.clone(), exporters.clone());
+            tokio::spawn(serve);
+        }
+        if let Some(gateway) = &pushgateway {
+            let push = crate::prometheus::push_periodically(
+                gateway.clone(),
+                rx.clone(),
+                group_names.clone(),
+                exporters.clone(),
+            );
+            tokio::spawn(push);
+        }
         let progress = ui.is_none().then(|| tokio::spawn(progress_lines(rx)));
         let result = fleet::run(&plan, fleets, endpoint, stop, tx).await;
         if let Some(progress) = progress {
             progress.abort();
+        }
+        exporters.cancel();
+        if let Some(gateway) = &pushgateway {
+            let body = crate::prometheus::encode(&result.last, &group_names);
+            match gateway.push(&body).await {
+                Ok(()) => eprintln!("pushed      final metrics to {}{}", gateway.host, gateway.path),
+                Err(e) => eprintln!("thingswarm: final push failed: {e}"),
+            }
         }
         result
     });
