@@ -319,32 +319,102 @@ pub fn encode(s: &Snapshot, groups: &[String]) -> String {
 
     type Field = fn(&Counts) -> u64;
     let per_group: [(&str, &str, &str, Field); 15] = [
-        ("thingswarm_connect_attempts_total", "counter", "Connect attempts started.", |c| c.attempted),
-        ("thingswarm_connects_total", "counter", "Sessions that received a successful CONNACK.", |c| c.connects),
-        ("thingswarm_connect_failures_total", "counter", "Connect attempts that failed (error, refusal or timeout).", |c| c.failed),
-        ("thingswarm_connects_cancelled_total", "counter", "Devices not connected because the run was stopped first.", |c| c.cancelled),
-        ("thingswarm_connected_devices", "gauge", "Sessions currently up.", |c| c.connected),
-        ("thingswarm_connecting_devices", "gauge", "Connect attempts in flight.", |c| c.connecting),
-        ("thingswarm_sessions_dropped_total", "counter", "Established sessions lost before the run ended them.", |c| c.dropped),
-        ("thingswarm_sessions_closed_total", "counter", "Sessions the run ended with DISCONNECT.", |c| c.closed),
-        ("thingswarm_messages_sent_total", "counter", "PUBLISH packets written.", |c| c.sent),
-        ("thingswarm_sent_payload_bytes_total", "counter", "Payload bytes of PUBLISH packets written.", |c| c.sent_bytes),
-        ("thingswarm_messages_acked_total", "counter", "PUBACK/PUBCOMP received with success.", |c| c.acked),
-        ("thingswarm_messages_refused_total", "counter", "Acknowledgements carrying a refusal.", |c| c.refused),
-        ("thingswarm_messages_unacked", "gauge", "Messages written with neither an acknowledgement nor a refusal yet (QoS 1/2).", |c| c.unacked()),
-        ("thingswarm_messages_delivered_total", "counter", "Messages received by subscribers (each copy counts).", |c| c.delivered),
-        ("thingswarm_delivered_payload_bytes_total", "counter", "Payload bytes received by subscribers.", |c| c.delivered_bytes),
+        (
+            "thingswarm_connect_attempts_total",
+            "counter",
+            "Connect attempts started.",
+            |c| c.attempted,
+        ),
+        (
+            "thingswarm_connects_total",
+            "counter",
+            "Sessions that received a successful CONNACK.",
+            |c| c.connects,
+        ),
+        (
+            "thingswarm_connect_failures_total",
+            "counter",
+            "Connect attempts that failed (error, refusal or timeout).",
+            |c| c.failed,
+        ),
+        (
+            "thingswarm_connects_cancelled_total",
+            "counter",
+            "Devices not connected because the run was stopped first.",
+            |c| c.cancelled,
+        ),
+        (
+            "thingswarm_connected_devices",
+            "gauge",
+            "Sessions currently up.",
+            |c| c.connected,
+        ),
+        (
+            "thingswarm_connecting_devices",
+            "gauge",
+            "Connect attempts in flight.",
+            |c| c.connecting,
+        ),
+        (
+            "thingswarm_sessions_dropped_total",
+            "counter",
+            "Established sessions lost before the run ended them.",
+            |c| c.dropped,
+        ),
+        (
+            "thingswarm_sessions_closed_total",
+            "counter",
+            "Sessions the run ended with DISCONNECT.",
+            |c| c.closed,
+        ),
+        (
+            "thingswarm_messages_sent_total",
+            "counter",
+            "PUBLISH packets written.",
+            |c| c.sent,
+        ),
+        (
+            "thingswarm_sent_payload_bytes_total",
+            "counter",
+            "Payload bytes of PUBLISH packets written.",
+            |c| c.sent_bytes,
+        ),
+        (
+            "thingswarm_messages_acked_total",
+            "counter",
+            "PUBACK/PUBCOMP received with success.",
+            |c| c.acked,
+        ),
+        (
+            "thingswarm_messages_refused_total",
+            "counter",
+            "Acknowledgements carrying a refusal.",
+            |c| c.refused,
+        ),
+        (
+            "thingswarm_messages_unacked",
+            "gauge",
+            "Messages written with neither an acknowledgement nor a refusal yet (QoS 1/2).",
+            |c| c.unacked(),
+        ),
+        (
+            "thingswarm_messages_delivered_total",
+            "counter",
+            "Messages received by subscribers (each copy counts).",
+            |c| c.delivered,
+        ),
+        (
+            "thingswarm_delivered_payload_bytes_total",
+            "counter",
+            "Payload bytes received by subscribers.",
+            |c| c.delivered_bytes,
+        ),
     ];
     for (name, kind, help, field) in per_group {
         let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
         for (i, counts) in s.groups.iter().enumerate() {
             let group = groups.get(i).map_or("", String::as_str);
-            let _ = writeln!(
-                o,
-                "{name}{{group=\"{}\"}} {}",
-                label(group),
-                field(counts)
-            );
+            let _ = writeln!(o, "{name}{{group=\"{}\"}} {}", label(group), field(counts));
         }
     }
 
@@ -396,7 +466,12 @@ fn summary(o: &mut String, name: &str, help: &str, p: &Percentiles) {
         o,
         "# HELP {name} {help} (HDR histogram percentiles).\n# TYPE {name} summary\n"
     );
-    for (q, us) in [("0.5", p.p50), ("0.9", p.p90), ("0.99", p.p99), ("0.999", p.p99_9)] {
+    for (q, us) in [
+        ("0.5", p.p50),
+        ("0.9", p.p90),
+        ("0.99", p.p99),
+        ("0.999", p.p99_9),
+    ] {
         let v = if p.count == 0 {
             "NaN".to_string()
         } else {

@@ -33,9 +33,7 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
         }
         assert!(!line.starts_with('#'), "unknown comment {line}");
         let (series, value) = line.rsplit_once(' ').expect("`series value`");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("value of {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
         let name = series.split('{').next().unwrap();
         assert!(
             name.chars()
@@ -51,7 +49,10 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
             .filter(|b| typed.contains(*b))
             .unwrap_or(name);
         assert!(typed.contains(base), "no TYPE for {line}");
-        assert!(samples.insert(series.to_string(), value).is_none(), "{line}");
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "{line}"
+        );
     }
     samples
 }
@@ -240,7 +241,10 @@ publish = { topic = "p/{client_id}", qos = 1, rate = "5/s" }
         ("thingswarm_messages_sent_total", "sent"),
         ("thingswarm_messages_acked_total", "acked"),
         ("thingswarm_messages_delivered_total", "delivered"),
-        ("thingswarm_delivered_payload_bytes_total", "delivered_bytes"),
+        (
+            "thingswarm_delivered_payload_bytes_total",
+            "delivered_bytes",
+        ),
     ] {
         assert_eq!(
             total(&pushed, metric),
@@ -259,7 +263,9 @@ publish = { topic = "p/{client_id}", qos = 1, rate = "5/s" }
         pushed["thingswarm_e2e_latency_seconds{quantile=\"0.99\"}"],
         e2e["p99"].as_f64().unwrap() / 1e6
     );
-    assert!(log.iter().any(|l| l.starts_with("pushed      final metrics")));
+    assert!(log
+        .iter()
+        .any(|l| l.starts_with("pushed      final metrics")));
 }
 
 #[test]

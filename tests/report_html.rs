@@ -93,7 +93,11 @@ fn screenshot(browser: &Path, tmp: &Path, html: &Path) -> (usize, usize, Vec<[u8
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let frame = reader.next_frame(&mut buf).unwrap();
     let channels = frame.color_type.samples();
-    assert!(channels >= 3, "colour screenshot, got {:?}", frame.color_type);
+    assert!(
+        channels >= 3,
+        "colour screenshot, got {:?}",
+        frame.color_type
+    );
     let pixels = buf[..frame.buffer_size()]
         .chunks_exact(channels)
         .map(|p| [p[0], p[1], p[2]])

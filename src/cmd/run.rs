@@ -118,8 +118,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let result = runtime.block_on(async {
         crate::shutdown::on_ctrl_c(stop.clone());
         if let Some(listener) = metrics {
-            let serve =
-                crate::prometheus::serve(listener, rx.clone(), group_names.clone(), exporters.clone());
+            let serve = crate::prometheus::serve(
+                listener,
+                rx.clone(),
+                group_names.clone(),
+                exporters.clone(),
+            );
             tokio::spawn(serve);
         }
         if let Some(gateway) = &pushgateway {
@@ -140,7 +144,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         if let Some(gateway) = &pushgateway {
             let body = crate::prometheus::encode(&result.last, &group_names);
             match gateway.push(&body).await {
-                Ok(()) => eprintln!("pushed      final metrics to {}{}", gateway.host, gateway.path),
+                Ok(()) => eprintln!(
+                    "pushed      final metrics to {}{}",
+                    gateway.host, gateway.path
+                ),
                 Err(e) => eprintln!("thingswarm: final push failed: {e}"),
             }
         }

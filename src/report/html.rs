@@ -88,29 +88,33 @@ pub fn render(r: &Report) -> String {
         tl.iter().map(|p| (p.t, f(p))).collect()
     };
     h.push_str("<h2>Connections</h2>\n<div class=\"row\">");
-    h.push_str(&Chart {
-        index: chart::CONNECTED,
-        width: WIDTH,
-        title: "Connected devices",
-        x_label: "time since start (s)",
-        y_label: "devices",
-        series: vec![Series::new("connected", 0, secs(|p| p.connected as f64))],
-        x: Axis::Linear,
-    }
-    .svg());
-    h.push_str(&Chart {
-        index: chart::CONNECTS_PER_S,
-        width: WIDTH,
-        title: "Connect rate",
-        x_label: "time since start (s)",
-        y_label: "connects/s",
-        series: vec![
-            Series::new("connects/s", 0, secs(|p| p.connects_per_s)),
-            Series::new("failed (cumulative)", 1, secs(|p| p.failed as f64)),
-        ],
-        x: Axis::Linear,
-    }
-    .svg());
+    h.push_str(
+        &Chart {
+            index: chart::CONNECTED,
+            width: WIDTH,
+            title: "Connected devices",
+            x_label: "time since start (s)",
+            y_label: "devices",
+            series: vec![Series::new("connected", 0, secs(|p| p.connected as f64))],
+            x: Axis::Linear,
+        }
+        .svg(),
+    );
+    h.push_str(
+        &Chart {
+            index: chart::CONNECTS_PER_S,
+            width: WIDTH,
+            title: "Connect rate",
+            x_label: "time since start (s)",
+            y_label: "connects/s",
+            series: vec![
+                Series::new("connects/s", 0, secs(|p| p.connects_per_s)),
+                Series::new("failed (cumulative)", 1, secs(|p| p.failed as f64)),
+            ],
+            x: Axis::Linear,
+        }
+        .svg(),
+    );
     h.push_str("</div>\n");
 
     let messages = r.devices.sent + r.devices.delivered > 0;
@@ -227,7 +231,7 @@ fn summary_tables(h: &mut String, r: &Report) {
     }
     let _ = write!(
         h,
-        "<tr><th>total</th><td class=\"n\">{}</td><td></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr></table>\n",
+        "<tr><th>total</th><td class=\"n\">{}</td><td></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr></table>",
         r.planned_devices, d.connects, d.failed, d.dropped, d.closed, d.cancelled, d.sent, d.acked, d.delivered
     );
     let _ = write!(
@@ -272,7 +276,7 @@ fn summary_tables(h: &mut String, r: &Report) {
         let w = &t.steady;
         let _ = write!(
             h,
-            "<p>steady window {:.1} s of {:.1} s: sent {} ({:.0}/s), delivered {} ({:.0}/s); lost {}, duplicates {}, reordered {}</p>\n",
+            "<p>steady window {:.1} s of {:.1} s: sent {} ({:.0}/s), delivered {} ({:.0}/s); lost {}, duplicates {}, reordered {}</p>",
             t.steady_window_s, t.window_s, w.sent, w.sent_per_s, w.delivered, w.delivered_per_s,
             t.sequence.lost, t.sequence.duplicates, t.sequence.reordered
         );
@@ -555,7 +559,10 @@ fn nice_ticks(max: f64) -> (f64, Vec<f64>) {
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag);
     let n = (max / step).ceil().max(1.0) as usize;
-    ((n as f64) * step, (0..=n).map(|i| i as f64 * step).collect())
+    (
+        (n as f64) * step,
+        (0..=n).map(|i| i as f64 * step).collect(),
+    )
 }
 
 /// Tick labels: integers plainly, fractions with up to 3 significant decimals.

@@ -739,7 +739,13 @@ mod tests {
                 Duration::from_millis(ms),
                 now,
             );
-            samples.record(&recorder, Metric::Ack, true, Duration::from_micros(500), now);
+            samples.record(
+                &recorder,
+                Metric::Ack,
+                true,
+                Duration::from_micros(500),
+                now,
+            );
         }
         samples.flush(&recorder, now);
         recorder.group(0).acked.fetch_add(100, Relaxed);
