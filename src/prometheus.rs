@@ -176,13 +176,15 @@ impl Pushgateway {
     }
 }
 
-/// Pushes the latest snapshot every [`PUSH_EVERY`] until `stop`; failures are reported on
-/// stderr and retried at the next interval (the final push is the caller's).
+/// Pushes the latest snapshot every [`PUSH_EVERY`] until `stop`; failures are retried at the
+/// next interval and reported on stderr unless `quiet` (the dashboard owns the terminal; the
+/// caller's final push reports after it).
 pub async fn push_periodically(
     gateway: Pushgateway,
     mut rx: watch::Receiver<Arc<Snapshot>>,
     groups: Arc<[String]>,
     stop: CancellationToken,
+    quiet: bool,
 ) {
     let mut every = tokio::time::interval(PUSH_EVERY);
     every.tick().await;
@@ -193,7 +195,9 @@ pub async fn push_periodically(
         }
         let body = encode(&rx.borrow_and_update(), &groups);
         if let Err(e) = gateway.push(&body).await {
-            eprintln!("thingswarm: {e}");
+            if !quiet {
+                eprintln!("thingswarm: {e}");
+            }
         }
     }
 }

@@ -92,15 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .context("starting the tokio runtime")?;
     let stop = CancellationToken::new();
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
-    // The dashboard draws on its own thread from here until the summary has been seen.
-    let ui = if dashboard {
-        let header = tui::Header::of(&plan, &target.url);
-        let ui = Ui::start(header, rx.clone(), stop.clone(), args.exit_on_finish)
-            .context("starting the terminal UI (--no-tui runs without it)")?;
-        Some(ui)
-    } else {
-        None
-    };
+    // Bound before the dashboard takes the terminal, so the address line is readable.
     let group_names: Arc<[String]> = plan.groups.iter().map(|g| g.name.clone()).collect();
     let exporters = CancellationToken::new();
     let metrics = args
@@ -114,6 +106,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             Ok::<_, BadInput>(listener)
         })
         .transpose()?;
+    // The dashboard draws on its own thread from here until the summary has been seen.
+    let ui = if dashboard {
+        let header = tui::Header::of(&plan, &target.url);
+        let ui = Ui::start(header, rx.clone(), stop.clone(), args.exit_on_finish)
+            .context("starting the terminal UI (--no-tui runs without it)")?;
+        Some(ui)
+    } else {
+        None
+    };
     let wall = Instant::now();
     let result = runtime.block_on(async {
         crate::shutdown::on_ctrl_c(stop.clone());
@@ -132,6 +133,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 rx.clone(),
                 group_names.clone(),
                 exporters.clone(),
+                dashboard,
             );
             tokio::spawn(push);
         }
@@ -141,18 +143,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             progress.abort();
         }
         exporters.cancel();
-        if let Some(gateway) = &pushgateway {
-            let body = crate::prometheus::encode(&result.last, &group_names);
-            match gateway.push(&body).await {
-                Ok(()) => eprintln!(
-                    "pushed      final metrics to {}{}",
-                    gateway.host, gateway.path
-                ),
-                Err(e) => eprintln!("thingswarm: final push failed: {e}"),
+        // Printed after the dashboard has given the terminal back.
+        let pushed = match &pushgateway {
+            Some(gateway) => {
+                let body = crate::prometheus::encode(&result.last, &group_names);
+                Some(match gateway.push(&body).await {
+                    Ok(()) => format!(
+                        "pushed      final metrics to {}{}",
+                        gateway.host, gateway.path
+                    ),
+                    Err(e) => format!("thingswarm: final push failed: {e}"),
+                })
             }
-        }
-        result
+            None => None,
+        };
+        (result, pushed)
     });
+    let (result, pushed) = result;
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(broker);
 
@@ -227,6 +234,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         if let Err(e) = ui.finish(summary.clone()) {
             eprintln!("thingswarm: terminal UI: {e}");
         }
+    }
+    if let Some(pushed) = pushed {
+        eprintln!("{pushed}");
     }
     print!("{summary}");
 
