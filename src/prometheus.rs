@@ -29,6 +29,9 @@ pub const PUSH_EVERY: Duration = Duration::from_secs(10);
 /// Longest a scrape or push may take (slow peers cannot hold a task forever).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Scrapes answered at once; further connections are closed unanswered.
+const MAX_SCRAPES: usize = 16;
+
 /// Largest request head a scrape may send.
 const MAX_REQUEST: usize = 8 * 1024;
 
@@ -212,6 +215,7 @@ pub async fn serve(
     groups: Arc<[String]>,
     stop: CancellationToken,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -224,10 +228,14 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
         let rx = rx.clone();
         let groups = groups.clone();
         tokio::spawn(async move {
             let _ = timeout(IO_TIMEOUT, answer(stream, &rx, &groups)).await;
+            drop(slot);
         });
     }
 }
@@ -578,5 +586,52 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
+    }
+
+    async fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_nothing_else() {
+        let l = listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let snapshot = Snapshot {
+            planned: 7,
+            ..Default::default()
+        };
+        let (_tx, rx) = watch::channel(Arc::new(snapshot));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(l, rx, Arc::from(vec![]), stop.clone()));
+
+        let ok = get(addr, "GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains(CONTENT_TYPE));
+        assert!(ok.contains("\r\n\r\n# HELP thingswarm_devices_planned"));
+        assert!(ok.contains("\nthingswarm_devices_planned 7\n"), "{ok}");
+        let missing = get(addr, "GET / HTTP/1.1\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let post = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        // Oversized heads are refused; the peer may see a reset instead if bytes it sent
+        // after the limit were still unread when the server closed.
+        let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(huge.as_bytes()).await;
+        let mut answer = String::new();
+        match s.read_to_string(&mut answer).await {
+            Ok(_) => assert!(answer.starts_with("HTTP/1.1 431"), "{answer}"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+
+        stop.cancel();
+        timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
