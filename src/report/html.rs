@@ -613,4 +613,66 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
     }
+
+    fn empty_report() -> Report {
+        use crate::report::*;
+        Report {
+            schema_version: SCHEMA_VERSION,
+            thingswarm_version: "0.0.0".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            interrupted: true,
+            scenario: ScenarioEcho {
+                name: "<empty>".into(),
+                file: "e.toml".into(),
+                text: "name = \"<empty>\"\n".into(),
+            },
+            target: TargetInfo {
+                url: "mqtts://127.0.0.1:1".into(),
+                embedded: false,
+                server_verification: "verified".into(),
+            },
+            environment: Environment {
+                cores: 1,
+                os: "linux".into(),
+                nofile: (1024, 4096),
+            },
+            definitions: definitions(),
+            identities: Vec::new(),
+            planned_devices: 0,
+            devices: Default::default(),
+            groups: Vec::new(),
+            phases: Phases {
+                ramp_s: 0.0,
+                total_s: 0.0,
+            },
+            connect_latency_us: HistogramReport::of(&crate::stats::histogram::latency()),
+            traffic: None,
+            errors: vec![crate::stats::ErrorRow {
+                class: "tls: <unknown CA>".into(),
+                count: 3,
+                example: "dev-1: a & b".into(),
+            }],
+            timeline: Vec::new(),
+            client: ClientUsage {
+                cpu_s: 0.0,
+                cpu_ms_per_connect: 0.0,
+                cpu_us_per_message: 0.0,
+                max_rss_bytes: 0,
+                includes_embedded_broker: false,
+            },
+        }
+    }
+
+    #[test]
+    fn a_run_without_samples_renders_plainly_and_escaped() {
+        let html = render(&empty_report());
+        assert!(html.contains(NO_MESSAGES));
+        assert!(html.contains(">no samples</text>"), "empty charts say so");
+        assert!(!html.contains("<polyline"), "nothing to draw");
+        assert!(html.contains("Interrupted"));
+        assert!(html.contains("tls: &lt;unknown CA&gt;") && html.contains("dev-1: a &amp; b"));
+        assert!(html.contains("name = &quot;&lt;empty&gt;&quot;"));
+        assert!(!html.contains("<empty>"));
+        assert!(!html.contains("http://") && !html.contains("https://"));
+    }
 }
