@@ -70,6 +70,14 @@ pub struct RunArgs {
     /// No dashboard: one progress line per second on stderr (as in CI or a pipe).
     #[arg(long)]
     pub no_tui: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the run lasts (e.g.
+    /// 127.0.0.1:9464; port 0 picks one, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<std::net::SocketAddr>,
+    /// Push metrics to this Prometheus Pushgateway (http://HOST:PORT) every 10 s and at the
+    /// end, as job `thingswarm` (PUT, replacing the job's previous push).
+    #[arg(long, value_name = "URL")]
+    pub pushgateway: Option<String>,
     /// Leave the dashboard as soon as the run ends instead of showing the summary until a
     /// key is pressed (the summary is printed on stdout either way).
     #[arg(long)]

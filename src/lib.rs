@@ -22,6 +22,7 @@
 //!   message schedules, failures classified and counted.
 //! - [`stats`]: counters, batched HDR histograms, the aggregator's snapshots, sequence tracking.
 //! - [`report`]: the one `Report` value, written as JSON and printed as a summary.
+//! - [`prometheus`]: `/metrics` served during a run and Pushgateway pushes, from snapshots.
 //! - [`traffic`]: message payloads (raw or generated JSON) carrying the measurement header.
 //! - [`tui`]: the live dashboard of `thingswarm run` (ratatui): a pure `render(View)`, an
 //!   event loop on its own thread reading snapshots at 5 fps, a guard that restores the
@@ -38,6 +39,7 @@ pub mod cmd;
 pub mod fleet;
 pub mod identity;
 pub mod limits;
+pub mod prometheus;
 pub mod report;
 pub mod scenario;
 pub mod shutdown;

@@ -37,6 +37,12 @@ const FD_RESERVE: u64 = 200;
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let plan = Plan::load(&args.scenario, &args.target.overrides())?;
     let dashboard = use_dashboard(&args)?;
+    let pushgateway = args
+        .pushgateway
+        .as_deref()
+        .map(crate::prometheus::Pushgateway::parse)
+        .transpose()
+        .map_err(|e| BadInput(e.to_string()))?;
     crate::tls::install_crypto_provider();
     let (soft, _) = crate::limits::raise_nofile();
     check_fd_budget(&plan, soft)?;
@@ -91,6 +97,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let stop = CancellationToken::new();
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     let control = Arc::new(Controller::default());
+    // Bound before the dashboard takes the terminal, so the address line is readable.
+    let group_names: Arc<[String]> = plan.groups.iter().map(|g| g.name.clone()).collect();
+    let exporters = CancellationToken::new();
+    let metrics = args
+        .prometheus
+        .map(|addr| {
+            let listener = runtime
+                .block_on(async { crate::prometheus::listener(addr) })
+                .map_err(|e| BadInput(format!("--prometheus {addr}: cannot listen: {e}")))?;
+            let local = listener.local_addr().unwrap_or(addr);
+            eprintln!("prometheus  http://{local}/metrics");
+            Ok::<_, BadInput>(listener)
+        })
+        .transpose()?;
     // The dashboard draws on its own thread from here until the summary has been seen.
     let ui = if dashboard {
         let mut header = tui::Header::of(&plan, &target.url);
@@ -110,13 +130,48 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let wall = Instant::now();
     let result = runtime.block_on(async {
         crate::shutdown::on_ctrl_c(stop.clone());
+        if let Some(listener) = metrics {
+            let serve = crate::prometheus::serve(
+                listener,
+                rx.clone(),
+                group_names.clone(),
+                exporters.clone(),
+            );
+            tokio::spawn(serve);
+        }
+        if let Some(gateway) = &pushgateway {
+            let push = crate::prometheus::push_periodically(
+                gateway.clone(),
+                rx.clone(),
+                group_names.clone(),
+                exporters.clone(),
+                dashboard,
+            );
+            tokio::spawn(push);
+        }
         let progress = ui.is_none().then(|| tokio::spawn(progress_lines(rx)));
         let result = fleet::run(&plan, fleets, endpoint, stop, tx, &control).await;
         if let Some(progress) = progress {
             progress.abort();
         }
-        result
+        exporters.cancel();
+        // Printed after the dashboard has given the terminal back.
+        let pushed = match &pushgateway {
+            Some(gateway) => {
+                let body = crate::prometheus::encode(&result.last, &group_names);
+                Some(match gateway.push(&body).await {
+                    Ok(()) => format!(
+                        "pushed      final metrics to {}{}",
+                        gateway.host, gateway.path
+                    ),
+                    Err(e) => format!("thingswarm: final push failed: {e}"),
+                })
+            }
+            None => None,
+        };
+        (result, pushed)
     });
+    let (result, pushed) = result;
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(broker);
 
@@ -201,6 +256,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         if let Err(e) = ui.finish(summary.clone()) {
             eprintln!("thingswarm: terminal UI: {e}");
         }
+    }
+    if let Some(pushed) = pushed {
+        eprintln!("{pushed}");
     }
     print!("{summary}");
 

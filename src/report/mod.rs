@@ -1,6 +1,8 @@
 //! The end-of-run report: one [`Report`] value, rendered as `report.json` and as the human
 //! summary printed at the end. Later renderers (JUnit, Prometheus, HTML) take the same value.
 
+pub mod html;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -295,11 +297,12 @@ pub fn definitions() -> BTreeMap<&'static str, &'static str> {
 }
 
 impl Report {
-    /// Writes `report.json` into `dir` (created if missing).
+    /// Writes `report.json` and `report.html` into `dir` (created if missing).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(dir.join("report.json"), json)
+        std::fs::write(dir.join("report.json"), json)?;
+        std::fs::write(dir.join("report.html"), html::render(self))
     }
 
     /// The human summary printed at the end of a run.

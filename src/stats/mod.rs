@@ -444,6 +444,43 @@ pub struct TimelinePoint {
     pub sent_per_s: f64,
     /// Messages received by subscribers per second over the last second.
     pub delivered_per_s: f64,
+    /// PUBACK/PUBCOMP received per second over the last second.
+    pub acked_per_s: f64,
+    /// Connect latency of the connects that completed in the last second.
+    pub connect_us: IntervalPercentiles,
+    /// Ack latency of the acknowledgements received in the last second.
+    pub ack_us: IntervalPercentiles,
+    /// Corrected end-to-end latency of the messages delivered in the last second.
+    pub e2e_corrected_us: IntervalPercentiles,
+}
+
+/// Latency percentiles over one timeline interval, microseconds (all zero when `count` is 0):
+/// what the report's latency-over-time plot draws.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IntervalPercentiles {
+    /// Samples in the interval.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl IntervalPercentiles {
+    fn of(h: &Histogram<u64>) -> IntervalPercentiles {
+        let p = Percentiles::of(h);
+        IntervalPercentiles {
+            count: p.count,
+            p50: p.p50,
+            p90: p.p90,
+            p99: p.p99,
+            max: p.max,
+        }
+    }
 }
 
 /// Percentiles of the three message-latency metrics.
@@ -534,6 +571,10 @@ pub struct Aggregator {
     interval: Histogram<u64>,
     traffic_interval: [Histogram<u64>; METRICS],
     traffic: TrafficLatency,
+    /// Connect latency since the last timeline point.
+    second_connect: Histogram<u64>,
+    /// Message latency (whole window) since the last timeline point, by [`Metric`].
+    second_traffic: [Histogram<u64>; METRICS],
     last_tick: Instant,
     last: Counts,
     last_sample: (f64, Counts),
@@ -554,6 +595,8 @@ impl Aggregator {
                 whole: std::array::from_fn(|_| histogram::latency()),
                 steady: std::array::from_fn(|_| histogram::latency()),
             },
+            second_connect: histogram::latency(),
+            second_traffic: std::array::from_fn(|_| histogram::latency()),
             last_tick: now,
             last: Counts::default(),
             last_sample: (0.0, Counts::default()),
@@ -570,6 +613,9 @@ impl Aggregator {
             h.reset();
         }
         self.cumulative.add(&self.interval).expect("same bounds");
+        self.second_connect
+            .add(&self.interval)
+            .expect("same bounds");
         for h in &mut self.traffic_interval {
             h.reset();
         }
@@ -588,6 +634,9 @@ impl Aggregator {
         }
         for m in 0..METRICS {
             self.traffic.whole[m]
+                .add(&self.traffic_interval[m])
+                .expect("same bounds");
+            self.second_traffic[m]
                 .add(&self.traffic_interval[m])
                 .expect("same bounds");
         }
@@ -629,8 +678,18 @@ impl Aggregator {
                 connects_per_s: per_s(totals.connects, then.connects),
                 sent_per_s: per_s(totals.sent, then.sent),
                 delivered_per_s: per_s(totals.delivered, then.delivered),
+                acked_per_s: per_s(totals.acked, then.acked),
+                connect_us: IntervalPercentiles::of(&self.second_connect),
+                ack_us: IntervalPercentiles::of(&self.second_traffic[Metric::Ack as usize]),
+                e2e_corrected_us: IntervalPercentiles::of(
+                    &self.second_traffic[Metric::E2eCorrected as usize],
+                ),
             });
             self.last_sample = (t, totals);
+            self.second_connect.reset();
+            for h in &mut self.second_traffic {
+                h.reset();
+            }
         }
 
         let errors = self
@@ -682,5 +741,58 @@ impl Aggregator {
     /// The once-per-second samples so far.
     pub fn timeline(&self) -> &[TimelinePoint] {
         &self.timeline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_points_carry_interval_rates_and_percentiles() {
+        let recorder = Arc::new(Recorder::new(1, 4));
+        let mut aggregator = Aggregator::new(recorder.clone(), 4);
+        for us in [1_000u64, 2_000, 3_000, 40_000] {
+            recorder.connect_latency(0, Duration::from_micros(us));
+        }
+        let now = Instant::now();
+        let mut samples = Samples::new(1);
+        for ms in 1..=100u64 {
+            samples.record(
+                &recorder,
+                Metric::E2eCorrected,
+                true,
+                Duration::from_millis(ms),
+                now,
+            );
+            samples.record(
+                &recorder,
+                Metric::Ack,
+                true,
+                Duration::from_micros(500),
+                now,
+            );
+        }
+        samples.flush(&recorder, now);
+        recorder.group(0).acked.fetch_add(100, Relaxed);
+
+        // The first tick always samples the timeline.
+        aggregator.tick();
+        let p = aggregator.timeline()[0];
+        assert_eq!(p.connect_us.count, 4);
+        assert!((1_999..=2_001).contains(&p.connect_us.p50), "{p:?}");
+        assert!((39_000..=40_100).contains(&p.connect_us.max), "{p:?}");
+        assert_eq!(p.ack_us.count, 100);
+        assert!((499..=501).contains(&p.ack_us.p99), "{p:?}");
+        assert_eq!(p.e2e_corrected_us.count, 100);
+        assert!((49_900..=50_100).contains(&p.e2e_corrected_us.p50), "{p:?}");
+        assert!((98_900..=99_100).contains(&p.e2e_corrected_us.p99), "{p:?}");
+        assert!(p.acked_per_s > 0.0);
+
+        // Within the same second: accumulated, not yet sampled.
+        recorder.connect_latency(0, Duration::from_micros(7_000));
+        aggregator.tick();
+        assert_eq!(aggregator.timeline().len(), 1);
+        assert_eq!(aggregator.second_connect.len(), 1, "reset after a point");
     }
 }
