@@ -132,11 +132,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .groups
             .iter()
             .zip(&result.last.groups)
-            .map(|(g, counts)| GroupReport {
+            .enumerate()
+            .map(|(i, (g, counts))| GroupReport {
                 name: g.name.clone(),
                 planned: g.devices,
                 protocol: g.protocol.to_string(),
                 counts: *counts,
+                time_to_recover_us: result.recovery.get(i).copied().unwrap_or_default(),
             })
             .collect(),
         phases: Phases {

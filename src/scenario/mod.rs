@@ -33,6 +33,7 @@
 //! keepalive = "30s"                # "0s" (off) or 5s..=65535s in whole seconds; default "30s"
 //! clean_session = true             # default true (MQTT 5: clean start)
 //! protocol = "5"                   # optional override of [target].protocol
+//! reconnect = { initial = "100ms", max = "5s" }  # the default; "none": a lost session stays lost
 //! ```
 //!
 //! Keys of capabilities that are not built yet (`publish`, `subscribe`, `[[expect]]`,
@@ -48,6 +49,7 @@
 
 mod error;
 mod raw;
+pub mod reconnect;
 pub mod traffic;
 mod values;
 
@@ -182,6 +184,8 @@ pub struct GroupPlan {
     pub publish: Option<PublishPlan>,
     /// What each device subscribes to (right after CONNACK, before any traffic starts).
     pub subscribe: Vec<SubscribePlan>,
+    /// How a device whose session was lost reconnects; `None`: it does not.
+    pub reconnect: Option<reconnect::ReconnectPlan>,
 }
 
 /// Connect pacing of one group.
@@ -661,6 +665,7 @@ fn group(
             Some(list) => traffic::subscribe(src, &key("subscribe"), list)?,
             None => Vec::new(),
         },
+        reconnect: reconnect::reconnect(src, &key("reconnect"), g.reconnect.as_ref())?,
     })
 }
 

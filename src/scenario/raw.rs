@@ -68,6 +68,8 @@ pub(super) struct RawGroup {
     pub protocol: Option<Spanned<String>>,
     pub publish: Option<Spanned<RawPublish>>,
     pub subscribe: Option<Spanned<Vec<Spanned<RawSubscribe>>>>,
+    /// `"none"` or `{ initial, max }`: checked by hand in `reconnect.rs`.
+    pub reconnect: Option<Spanned<toml::Value>>,
 }
 
 /// A group's `publish = { ... }`.
