@@ -86,6 +86,27 @@ pub struct ProxyStats {
     pub down_bytes: u64,
     /// Bytes read but discarded by a reset (still queued in the proxy).
     pub discarded_bytes: u64,
+    /// Chunks (reads) device -> broker discarded by a reset. With one TLS record per MQTT
+    /// packet and packets far apart (a low per-device rate), a chunk is one message: this is
+    /// the truth the loss figures are checked against.
+    pub discarded_up_chunks: u64,
+}
+
+/// One open connection, as a reset predicate sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Accept order, from 1.
+    pub id: u64,
+    /// Bytes forwarded device -> broker so far.
+    pub up_bytes: u64,
+    /// Bytes forwarded broker -> device so far.
+    pub down_bytes: u64,
+}
+
+#[derive(Default)]
+struct ConnBytes {
+    up: AtomicU64,
+    down: AtomicU64,
 }
 
 #[derive(Default)]
@@ -96,6 +117,7 @@ struct Counters {
     up_bytes: AtomicU64,
     down_bytes: AtomicU64,
     discarded_bytes: AtomicU64,
+    discarded_up_chunks: AtomicU64,
 }
 
 struct Shared {
@@ -105,7 +127,7 @@ struct Shared {
     /// Per direction (up, down).
     delay: watch::Sender<(Delay, Delay)>,
     /// Each live connection's reset token, by connection number.
-    live: Mutex<Vec<(u64, CancellationToken)>>,
+    live: Mutex<Vec<(u64, CancellationToken, Arc<ConnBytes>)>>,
     bandwidth: Option<u64>,
     rng: Mutex<rand::rngs::SmallRng>,
 }
@@ -170,11 +192,22 @@ impl Proxy {
     /// Resets (TCP RST, queued data discarded) each open connection with probability
     /// `fraction` (1.0: all of them); returns how many were reset.
     pub fn reset(&self, fraction: f64) -> u64 {
-        let live = self.shared.live.lock().expect("connection list lock");
         let mut rng = self.shared.rng.lock().expect("rng lock");
+        self.reset_where(|_| fraction >= 1.0 || rng.random::<f64>() < fraction)
+    }
+
+    /// Resets each open connection for which `pick` says so (e.g. only the publishers:
+    /// connections that sent more than they received); returns how many.
+    pub fn reset_where(&self, mut pick: impl FnMut(ConnectionInfo) -> bool) -> u64 {
+        let live = self.shared.live.lock().expect("connection list lock");
         let mut n = 0;
-        for (_, token) in live.iter() {
-            if fraction >= 1.0 || rng.random::<f64>() < fraction {
+        for (id, token, bytes) in live.iter() {
+            let info = ConnectionInfo {
+                id: *id,
+                up_bytes: bytes.up.load(Relaxed),
+                down_bytes: bytes.down.load(Relaxed),
+            };
+            if pick(info) {
                 token.cancel();
                 n += 1;
             }
@@ -192,6 +225,7 @@ impl Proxy {
             up_bytes: c.up_bytes.load(Relaxed),
             down_bytes: c.down_bytes.load(Relaxed),
             discarded_bytes: c.discarded_bytes.load(Relaxed),
+            discarded_up_chunks: c.discarded_up_chunks.load(Relaxed),
         }
     }
 }
@@ -221,23 +255,24 @@ async fn accept_loop(
         };
         next_id += 1;
         let reset = stop.child_token();
+        let bytes = Arc::new(ConnBytes::default());
         shared
             .live
             .lock()
             .expect("connection list lock")
-            .push((next_id, reset.clone()));
+            .push((next_id, reset.clone(), bytes.clone()));
         shared.counters.accepted.fetch_add(1, Relaxed);
         shared.counters.open.fetch_add(1, Relaxed);
         let shared = shared.clone();
         let id = next_id;
         tokio::spawn(async move {
-            connection(client, upstream, &shared, reset).await;
+            connection(client, upstream, &shared, &bytes, reset).await;
             shared.counters.open.fetch_sub(1, Relaxed);
             shared
                 .live
                 .lock()
                 .expect("connection list lock")
-                .retain(|(i, _)| *i != id);
+                .retain(|(i, _, _)| *i != id);
         });
     }
 }
@@ -247,6 +282,7 @@ async fn connection(
     client: TcpStream,
     upstream: SocketAddr,
     shared: &Shared,
+    bytes: &ConnBytes,
     reset: CancellationToken,
 ) {
     let Ok(server) = TcpStream::connect(upstream).await else {
@@ -265,8 +301,8 @@ async fn connection(
         tokio::join!(
             read_side(client_r, up_tx, shared, true, jitter_seed, &done),
             read_side(server_r, down_tx, shared, false, jitter_seed ^ 1, &done),
-            write_side(server_w, up_rx, shared, &shared.counters.up_bytes, &done),
-            write_side(client_w, down_rx, shared, &shared.counters.down_bytes, &done),
+            write_side(server_w, up_rx, shared, Dir::Up(&bytes.up), &done),
+            write_side(client_w, down_rx, shared, Dir::Down(&bytes.down), &done),
         )
     };
     pumps.await;
@@ -289,7 +325,20 @@ async fn read_side(
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = tokio::select! {
-            _ = done.cancelled() => return,
+            _ = done.cancelled() => {
+                if up {
+                    // What the device wrote before the reset but the proxy had not read yet
+                    // is lost to the reset too: count it.
+                    while let Ok(n) = from.try_read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        shared.counters.discarded_bytes.fetch_add(n as u64, Relaxed);
+                        shared.counters.discarded_up_chunks.fetch_add(1, Relaxed);
+                    }
+                }
+                return;
+            }
             r = from.read(&mut buf) => match r {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
@@ -305,6 +354,9 @@ async fn read_side(
         tokio::select! {
             _ = done.cancelled() => {
                 shared.counters.discarded_bytes.fetch_add(n as u64, Relaxed);
+                if up {
+                    shared.counters.discarded_up_chunks.fetch_add(1, Relaxed);
+                }
                 return;
             }
             r = to.send((due, chunk)) => if r.is_err() { return; },
@@ -319,9 +371,10 @@ async fn write_side(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut from: mpsc::Receiver<(Instant, Vec<u8>)>,
     shared: &Shared,
-    forwarded: &AtomicU64,
+    dir: Dir<'_>,
     done: &CancellationToken,
 ) {
+    let up = matches!(dir, Dir::Up(_));
     let mut stall = shared.stall_until.subscribe();
     let mut budget_at = Instant::now();
     loop {
@@ -331,7 +384,7 @@ async fn write_side(
         };
         let Some((due, chunk)) = next else {
             if done.is_cancelled() {
-                abort(&to, &mut from, shared);
+                abort(&mut to, &mut from, shared, up).await;
             } else {
                 let _ = to.shutdown().await;
             }
@@ -350,7 +403,10 @@ async fn write_side(
             tokio::select! {
                 _ = done.cancelled() => {
                     shared.counters.discarded_bytes.fetch_add(chunk.len() as u64, Relaxed);
-                    abort(&to, &mut from, shared);
+                    if up {
+                        shared.counters.discarded_up_chunks.fetch_add(1, Relaxed);
+                    }
+                    abort(&mut to, &mut from, shared, up).await;
                     return;
                 }
                 _ = stall.changed() => continue,
@@ -365,19 +421,43 @@ async fn write_side(
             done.cancel();
             return;
         }
-        forwarded.fetch_add(chunk.len() as u64, Relaxed);
+        let n = chunk.len() as u64;
+        match dir {
+            Dir::Up(c) => {
+                c.fetch_add(n, Relaxed);
+                shared.counters.up_bytes.fetch_add(n, Relaxed);
+            }
+            Dir::Down(c) => {
+                c.fetch_add(n, Relaxed);
+                shared.counters.down_bytes.fetch_add(n, Relaxed);
+            }
+        }
     }
 }
 
-/// A reset: RST instead of FIN when the socket closes (linger 0), queued data discarded.
-fn abort(
-    to: &tokio::net::tcp::OwnedWriteHalf,
+/// Which way a writer forwards, with the connection's byte counter.
+#[derive(Clone, Copy)]
+enum Dir<'a> {
+    Up(&'a AtomicU64),
+    Down(&'a AtomicU64),
+}
+
+/// A reset: queued data discarded; the device sees RST (linger 0 on close), the broker an
+/// orderly close (FIN), so everything the proxy forwarded to the broker is still processed and
+/// the discarded data is exactly what the reset lost.
+async fn abort(
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
     from: &mut mpsc::Receiver<(Instant, Vec<u8>)>,
     shared: &Shared,
+    up: bool,
 ) {
-    let stream: &TcpStream = to.as_ref();
-    let _ = socket_linger_zero(stream);
-    discard(from, shared);
+    discard(from, shared, up);
+    if up {
+        let _ = to.shutdown().await;
+    } else {
+        let stream: &TcpStream = (*to).as_ref();
+        let _ = socket_linger_zero(stream);
+    }
 }
 
 fn socket_linger_zero(stream: &TcpStream) -> std::io::Result<()> {
@@ -385,9 +465,12 @@ fn socket_linger_zero(stream: &TcpStream) -> std::io::Result<()> {
     stream.set_linger(Some(Duration::ZERO))
 }
 
-fn discard(from: &mut mpsc::Receiver<(Instant, Vec<u8>)>, shared: &Shared) {
+fn discard(from: &mut mpsc::Receiver<(Instant, Vec<u8>)>, shared: &Shared, up: bool) {
     from.close();
     while let Ok((_, c)) = from.try_recv() {
+        if up {
+            shared.counters.discarded_up_chunks.fetch_add(1, Relaxed);
+        }
         shared
             .counters
             .discarded_bytes
