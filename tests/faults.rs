@@ -31,6 +31,14 @@ struct Outcome {
     resets: u64,
 }
 
+/// The tests measure time: one at a time, so they do not add noise to each other on a
+/// 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -161,6 +169,7 @@ devices = 5
 client_id = "pub-{index}"
 publish = { topic = "d/{client_id}", qos = 1, rate = "20/s", size = 64 }
 "#;
+    let _serial = serial();
     let (plan, fleets, _tmp) = setup(scenario);
     let broker = embedded(&fleets);
     let run = |up| {
@@ -175,23 +184,25 @@ publish = { topic = "d/{client_id}", qos = 1, rate = "20/s", size = 64 }
         )
     };
     let base = run(NO_DELAY);
-    let delayed = run(fixed(ms(20)));
+    let delayed = run(fixed(ms(50)));
     for o in [&base, &delayed] {
         let t = o.result.last.totals;
         assert!(t.sent > 200, "5 x 20/s x 3 s sent: {}", t.sent);
         assert_eq!(t.delivered, t.sent, "{:?}", o.result.last.errors);
     }
     // Publishes go up through the delay, deliveries come down without one: e2e and ack latency
-    // both gain the injected 20 ms. Tolerance: the delay is a floor (each chunk waits until
-    // its due time), plus tokio's 1 ms timer granularity and loopback/debug-build noise of a
-    // few hundred microseconds on a shared 2-core machine: [-1 ms, +4 ms].
+    // both gain the injected 50 ms. Tolerance: the delay is a floor per chunk, plus tokio's
+    // 1 ms timer granularity; the two runs' own p50s differ by scheduling noise (loopback alone
+    // is 0.1-0.5 ms; debug build on a shared 2-core machine: baseline p50s of 3-8 ms). Measured
+    // (tests serialised): moved 50.7-51.8 ms; run beside other tests, a 20 ms delay once moved
+    // p50 by only 18.8 ms, hence the serial lock and 50 ms. Accepted: [-3 ms, +5 ms].
     for metric in [Metric::E2eCorrected, Metric::E2eUncorrected, Metric::Ack] {
         let (a, b) = (p50_us(&base.result, metric), p50_us(&delayed.result, metric));
         let moved = b as i64 - a as i64;
         eprintln!("{metric:?}: p50 {a} us -> {b} us, moved {moved} us");
         assert!(
-            (19_000..=24_000).contains(&moved),
-            "{metric:?}: p50 moved {moved} us for a 20 ms delay ({a} -> {b})"
+            (47_000..=55_000).contains(&moved),
+            "{metric:?}: p50 moved {moved} us for a 50 ms delay ({a} -> {b})"
         );
     }
 }
@@ -215,6 +226,7 @@ devices = 4
 client_id = "pub-{index}"
 publish = { topic = "s/{client_id}", qos = 1, rate = "200/s", size = 64 }
 "#;
+    let _serial = serial();
     let (plan, fleets, _tmp) = setup(scenario);
     let broker = embedded(&fleets);
     let o = run_through_proxy(
@@ -282,6 +294,7 @@ fn at_qos0_messages_lost_to_resets_match_the_reported_loss() {
     // 200 ms of up-delay keeps ~4 publishes per publisher queued in the proxy; resetting the
     // publishers' connections discards them. At 20/s a publish is one TLS record and one read,
     // so the proxy's discarded chunks are the messages lost: the truth to check against.
+    let _serial = serial();
     let (plan, fleets, _tmp) = setup(&reset_scenario(0));
     let broker = embedded(&fleets);
     let o = run_through_proxy(
@@ -325,6 +338,7 @@ fn at_qos0_messages_lost_to_resets_match_the_reported_loss() {
 fn at_qos1_retransmits_after_reconnect_are_duplicates_not_loss() {
     // 200 ms of down-delay holds the PUBACKs in the proxy: the reset discards them, so the
     // publishers re-send messages the broker already delivered.
+    let _serial = serial();
     let (plan, fleets, _tmp) = setup(&reset_scenario(1));
     let broker = embedded(&fleets);
     let o = run_through_proxy(
@@ -345,4 +359,95 @@ fn at_qos1_retransmits_after_reconnect_are_duplicates_not_loss() {
     assert!(traffic.sequence.duplicates > 0, "re-sent messages arrive twice");
     assert!(traffic.sequence.duplicates <= pubs.retransmitted);
     assert_eq!(pubs.acked, pubs.sent, "every message acknowledged in the end");
+}
+
+#[test]
+fn after_a_mosquitto_restart_every_device_reconnects_resubscribes_and_resumes() {
+    use thingswarm::broker::mosquitto::Mosquitto;
+    let scenario = r#"
+name = "restart"
+duration = "5s"
+[[group]]
+name = "sink"
+devices = 2
+client_id = "sink-{index}"
+subscribe = [{ filter = "m/#", qos = 1 }]
+reconnect = { initial = "100ms", max = "1s" }
+[[group]]
+name = "pub"
+devices = 20
+client_id = "pub-{index:02}"
+publish = { topic = "m/{client_id}", qos = 1, rate = "10/s", size = 32 }
+"#;
+    let _serial = serial();
+    let (plan, fleets, _tmp) = setup(scenario);
+    let broker = match Mosquitto::start(&[fleets[0].root().clone()], "") {
+        Ok(b) => b,
+        Err(e)
+            if std::env::var("CI").as_deref() != Ok("true")
+                && e.to_string().contains("apt-get install") =>
+        {
+            eprintln!("skipping: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (result, delivered_when_back, broker) = rt.block_on(async {
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let restarter = tokio::spawn(async move {
+            let hold = async {
+                while rx.borrow_and_update().phase != Phase::Hold {
+                    rx.changed().await.expect("the run reaches its traffic window");
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), hold)
+                .await
+                .expect("the run reaches its traffic window");
+            tokio::time::sleep(ms(1500)).await;
+            let mut broker = broker;
+            let broker = tokio::task::spawn_blocking(move || {
+                broker.restart(ms(500)).expect("mosquitto restarts");
+                broker
+            })
+            .await
+            .unwrap();
+            let delivered = rx.borrow().totals.delivered;
+            (broker, delivered)
+        });
+        let result = fleet::run(&plan, fleets, endpoint, CancellationToken::new(), tx).await;
+        let (broker, delivered) = restarter.await.unwrap();
+        (result, delivered, broker)
+    });
+    drop(broker);
+    let last = &result.last;
+    for (g, counts) in last.groups.iter().enumerate() {
+        let devices = plan.groups[g].devices;
+        assert_eq!(counts.disconnects, devices, "group {g}: every device noticed: {counts:?}");
+        assert_eq!(counts.reconnects, devices, "group {g}: 100% back: {:?}", last.errors);
+        assert_eq!(counts.closed, devices, "group {g}: every device ended cleanly");
+        assert_eq!(counts.dropped, 0);
+        assert!(counts.reconnect_attempts >= devices);
+        assert_eq!(result.recovery[g].count, devices);
+        // Down for 0.5 s plus start-up, backoff ceiling 1 s (full jitter: each wait is at most
+        // the ceiling).
+        assert!(result.recovery[g].max < 6_000_000, "{:?}", result.recovery[g]);
+    }
+    let pubs = last.groups[1];
+    assert!(pubs.never_sent > 0, "messages due while down are never sent");
+    assert!(
+        last.totals.delivered > delivered_when_back + 100,
+        "subscribers re-subscribed and publishers resumed: {} delivered at restart, {} at the end",
+        delivered_when_back,
+        last.totals.delivered
+    );
+    let traffic = result.traffic.as_ref().unwrap();
+    let report = thingswarm::report::TrafficReport::new(traffic, &last.totals);
+    assert_eq!(report.loss.never_sent, pubs.never_sent);
+    eprintln!("{:?}\n{:?}\n{:?}", last.totals, report.loss, result.recovery);
 }
