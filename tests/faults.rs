@@ -197,7 +197,10 @@ publish = { topic = "d/{client_id}", qos = 1, rate = "20/s", size = 64 }
     // (tests serialised): moved 50.7-51.8 ms; run beside other tests, a 20 ms delay once moved
     // p50 by only 18.8 ms, hence the serial lock and 50 ms. Accepted: [-3 ms, +5 ms].
     for metric in [Metric::E2eCorrected, Metric::E2eUncorrected, Metric::Ack] {
-        let (a, b) = (p50_us(&base.result, metric), p50_us(&delayed.result, metric));
+        let (a, b) = (
+            p50_us(&base.result, metric),
+            p50_us(&delayed.result, metric),
+        );
         let moved = b as i64 - a as i64;
         eprintln!("{metric:?}: p50 {a} us -> {b} us, moved {moved} us");
         assert!(
@@ -246,10 +249,7 @@ publish = { topic = "s/{client_id}", qos = 1, rate = "200/s", size = 64 }
         q(Metric::E2eCorrected, 0.999),
         q(Metric::E2eUncorrected, 0.999),
     );
-    let (c90, u90) = (
-        q(Metric::E2eCorrected, 0.9),
-        q(Metric::E2eUncorrected, 0.9),
-    );
+    let (c90, u90) = (q(Metric::E2eCorrected, 0.9), q(Metric::E2eUncorrected, 0.9));
     eprintln!("e2e corrected p90 {c90} p99.9 {c999}; uncorrected p90 {u90} p99.9 {u999} (us)");
     assert!(
         (900_000..=1_300_000).contains(&c999),
@@ -259,13 +259,16 @@ publish = { topic = "s/{client_id}", qos = 1, rate = "200/s", size = 64 }
     // sits well inside it; the uncorrected sees only the ~30 handed over before the device
     // blocked.
     assert!(c90 >= 400_000, "corrected p90 {c90} us");
-    assert!(u90 < c90 / 4, "uncorrected p90 {u90} us vs corrected {c90} us");
-    let (ca, ua) = (
-        q(Metric::AckCorrected, 0.9),
-        q(Metric::Ack, 0.9),
+    assert!(
+        u90 < c90 / 4,
+        "uncorrected p90 {u90} us vs corrected {c90} us"
     );
+    let (ca, ua) = (q(Metric::AckCorrected, 0.9), q(Metric::Ack, 0.9));
     eprintln!("ack corrected p90 {ca}, uncorrected p90 {ua} (us)");
-    assert!(ca >= 400_000 && ua < ca / 4, "ack: corrected {ca} uncorrected {ua}");
+    assert!(
+        ca >= 400_000 && ua < ca / 4,
+        "ack: corrected {ca} uncorrected {ua}"
+    );
 }
 
 fn reset_scenario(qos: u8) -> String {
@@ -314,7 +317,11 @@ fn at_qos0_messages_lost_to_resets_match_the_reported_loss() {
     );
     assert_eq!(o.resets, 5, "every publisher reset");
     assert_eq!(pubs.disconnects, 5);
-    assert_eq!(pubs.reconnects, 5, "every publisher back: {:?}", o.result.last.errors);
+    assert_eq!(
+        pubs.reconnects, 5,
+        "every publisher back: {:?}",
+        o.result.last.errors
+    );
     assert!(o.proxy.discarded_up_chunks >= 5, "{:?}", o.proxy);
     // Every message the proxy discarded is reported lost. Observed: in about half the runs
     // one more message is reported lost than the proxy discarded (never more than one per
@@ -329,9 +336,15 @@ fn at_qos0_messages_lost_to_resets_match_the_reported_loss() {
     let loss = thingswarm::report::TrafficReport::new(traffic, &o.result.last.totals).loss;
     assert_eq!(loss.not_delivered, lost);
     assert_eq!(loss.never_sent, pubs.never_sent);
-    assert!(loss.never_sent > 0, "messages due while reconnecting are never sent");
+    assert!(
+        loss.never_sent > 0,
+        "messages due while reconnecting are never sent"
+    );
     assert_eq!(traffic.sequence.duplicates, 0);
-    assert_eq!(o.result.recovery[1].count, 5, "one time-to-recover per reconnect");
+    assert_eq!(
+        o.result.recovery[1].count, 5,
+        "one time-to-recover per reconnect"
+    );
 }
 
 #[test]
@@ -356,9 +369,15 @@ fn at_qos1_retransmits_after_reconnect_are_duplicates_not_loss() {
     assert_eq!(pubs.reconnects, 5, "every publisher back");
     assert_eq!(traffic.sequence.lost, 0, "QoS 1 loses nothing to a reset");
     assert!(pubs.retransmitted > 0, "unacknowledged messages re-sent");
-    assert!(traffic.sequence.duplicates > 0, "re-sent messages arrive twice");
+    assert!(
+        traffic.sequence.duplicates > 0,
+        "re-sent messages arrive twice"
+    );
     assert!(traffic.sequence.duplicates <= pubs.retransmitted);
-    assert_eq!(pubs.acked, pubs.sent, "every message acknowledged in the end");
+    assert_eq!(
+        pubs.acked, pubs.sent,
+        "every message acknowledged in the end"
+    );
 }
 
 #[test]
@@ -403,7 +422,9 @@ publish = { topic = "m/{client_id}", qos = 1, rate = "10/s", size = 32 }
         let restarter = tokio::spawn(async move {
             let hold = async {
                 while rx.borrow_and_update().phase != Phase::Hold {
-                    rx.changed().await.expect("the run reaches its traffic window");
+                    rx.changed()
+                        .await
+                        .expect("the run reaches its traffic window");
                 }
             };
             tokio::time::timeout(Duration::from_secs(30), hold)
@@ -428,18 +449,35 @@ publish = { topic = "m/{client_id}", qos = 1, rate = "10/s", size = 32 }
     let last = &result.last;
     for (g, counts) in last.groups.iter().enumerate() {
         let devices = plan.groups[g].devices;
-        assert_eq!(counts.disconnects, devices, "group {g}: every device noticed: {counts:?}");
-        assert_eq!(counts.reconnects, devices, "group {g}: 100% back: {:?}", last.errors);
-        assert_eq!(counts.closed, devices, "group {g}: every device ended cleanly");
+        assert_eq!(
+            counts.disconnects, devices,
+            "group {g}: every device noticed: {counts:?}"
+        );
+        assert_eq!(
+            counts.reconnects, devices,
+            "group {g}: 100% back: {:?}",
+            last.errors
+        );
+        assert_eq!(
+            counts.closed, devices,
+            "group {g}: every device ended cleanly"
+        );
         assert_eq!(counts.dropped, 0);
         assert!(counts.reconnect_attempts >= devices);
         assert_eq!(result.recovery[g].count, devices);
         // Down for 0.5 s plus start-up, backoff ceiling 1 s (full jitter: each wait is at most
         // the ceiling).
-        assert!(result.recovery[g].max < 6_000_000, "{:?}", result.recovery[g]);
+        assert!(
+            result.recovery[g].max < 6_000_000,
+            "{:?}",
+            result.recovery[g]
+        );
     }
     let pubs = last.groups[1];
-    assert!(pubs.never_sent > 0, "messages due while down are never sent");
+    assert!(
+        pubs.never_sent > 0,
+        "messages due while down are never sent"
+    );
     assert!(
         last.totals.delivered > delivered_when_back + 100,
         "subscribers re-subscribed and publishers resumed: {} delivered at restart, {} at the end",
@@ -449,5 +487,8 @@ publish = { topic = "m/{client_id}", qos = 1, rate = "10/s", size = 32 }
     let traffic = result.traffic.as_ref().unwrap();
     let report = thingswarm::report::TrafficReport::new(traffic, &last.totals);
     assert_eq!(report.loss.never_sent, pubs.never_sent);
-    eprintln!("{:?}\n{:?}\n{:?}", last.totals, report.loss, result.recovery);
+    eprintln!(
+        "{:?}\n{:?}\n{:?}",
+        last.totals, report.loss, result.recovery
+    );
 }

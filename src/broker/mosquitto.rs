@@ -134,11 +134,10 @@ impl Mosquitto {
         std::thread::sleep(down);
         let program = find_program()?;
         // A fresh log: readiness is read from it ("... running").
-        let log_file = File::create(&self.log)
-            .map_err(|source| BrokerError::Spawn {
-                program: program.display().to_string(),
-                source,
-            })?;
+        let log_file = File::create(&self.log).map_err(|source| BrokerError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let mut child = Command::new(&program)

@@ -232,7 +232,9 @@ pub async fn run(
         ramp,
         interrupted: stop.is_cancelled(),
         traffic,
-        recovery: (0..plan.groups.len()).map(|g| recorder.recovery(g)).collect(),
+        recovery: (0..plan.groups.len())
+            .map(|g| recorder.recovery(g))
+            .collect(),
     }
 }
 
@@ -358,7 +360,10 @@ async fn reconnect(
                 .error(f.class, format!("{client_id}: reconnect: {}", f.detail)),
             Some(Err(_)) => ctx.recorder.error(
                 "connect timeout",
-                format!("{client_id}: reconnect: no CONNACK within {:?}", ctx.plan.connect.timeout),
+                format!(
+                    "{client_id}: reconnect: no CONNACK within {:?}",
+                    ctx.plan.connect.timeout
+                ),
             ),
         }
     }

@@ -19,15 +19,18 @@ pub fn loopback(text: &str) -> Result<SocketAddr, String> {
 
 /// humantime syntax: `"5ms"`, `"1s"`, `"1m 30s"`.
 pub fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| format!("{text:?} is not a duration (expected e.g. \"5ms\", \"1s\" or \"2m\")"))
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        format!("{text:?} is not a duration (expected e.g. \"5ms\", \"1s\" or \"2m\")")
+    })
 }
 
 /// A fraction in `0..=1`.
 pub fn fraction(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-        _ => Err(format!("{text:?} is not a fraction (expected 0 to 1, e.g. 0.1)")),
+        _ => Err(format!(
+            "{text:?} is not a fraction (expected 0 to 1, e.g. 0.1)"
+        )),
     }
 }
 

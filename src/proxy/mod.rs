@@ -143,12 +143,13 @@ impl Proxy {
     /// Binds `config.listen` and starts forwarding to `config.upstream` on the current tokio
     /// runtime.
     pub async fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ProxyError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ProxyError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| ProxyError::Listen {
             addr: config.listen,
             source,
@@ -256,11 +257,11 @@ async fn accept_loop(
         next_id += 1;
         let reset = stop.child_token();
         let bytes = Arc::new(ConnBytes::default());
-        shared
-            .live
-            .lock()
-            .expect("connection list lock")
-            .push((next_id, reset.clone(), bytes.clone()));
+        shared.live.lock().expect("connection list lock").push((
+            next_id,
+            reset.clone(),
+            bytes.clone(),
+        ));
         shared.counters.accepted.fetch_add(1, Relaxed);
         shared.counters.open.fetch_add(1, Relaxed);
         let shared = shared.clone();

@@ -235,7 +235,9 @@ impl Recorder {
             connect_shards: (0..shards)
                 .map(|_| Mutex::new(histogram::latency()))
                 .collect(),
-            recovery: (0..groups).map(|_| Mutex::new(histogram::latency())).collect(),
+            recovery: (0..groups)
+                .map(|_| Mutex::new(histogram::latency()))
+                .collect(),
             traffic_shards: (0..shards)
                 .map(|_| Mutex::new(TrafficHistograms::new()))
                 .collect(),
