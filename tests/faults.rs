@@ -492,3 +492,43 @@ publish = { topic = "m/{client_id}", qos = 1, rate = "10/s", size = 32 }
         last.totals, report.loss, result.recovery
     );
 }
+
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn a_scenario_fault_timeline_is_injected_and_marked_in_the_report() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let assert = assert_cmd::Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args(["run", "scenarios/stall.toml", "--no-tui", "--certs-dir"])
+        .arg(tmp.path().join("certs"))
+        .arg("--out")
+        .arg(&out)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(stdout.contains("fault      t=3.0"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let faults = report["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert_eq!(faults[0]["fault"], "stall 1s");
+    let t = faults[0]["t"].as_f64().unwrap();
+    assert!((3.0..3.1).contains(&t), "{t}");
+    let steady = &report["traffic"]["steady"];
+    let p999 = steady["e2e_corrected_us"]["p99_9"].as_u64().unwrap();
+    assert!(
+        (900_000..=1_300_000).contains(&p999),
+        "corrected p99.9 {p999}"
+    );
+    let c90 = steady["ack_corrected_us"]["p90"].as_u64().unwrap();
+    let u90 = steady["ack_latency_us"]["p90"].as_u64().unwrap();
+    assert!(u90 < c90, "ack: uncorrected p90 {u90} vs corrected {c90}");
+    assert!(report["definitions"]["traffic.ack_corrected_us"]
+        .as_str()
+        .unwrap()
+        .starts_with("CORRECTED"));
+    assert_eq!(report["traffic"]["loss"]["never_sent"], 0);
+}

@@ -31,6 +31,33 @@ pub struct TargetError(pub String);
 /// File descriptors kept free for everything that is not a session.
 const FD_RESERVE: u64 = 200;
 
+/// The proxy a fault timeline needs, in front of a loopback target (the TLS server name stays
+/// the target's: only the port changes).
+async fn fault_proxy(plan: &Plan, target: &Endpoint) -> anyhow::Result<crate::proxy::Proxy> {
+    let ip: std::net::IpAddr = match target.host.parse() {
+        Ok(ip) if std::net::IpAddr::is_loopback(&ip) => ip,
+        _ if target.host == "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        _ => {
+            return Err(BadInput(format!(
+                "{}: [[fault]] needs a loopback target, got host {:?} (expected 127.0.0.1, ::1 or localhost: faults are injected on loopback only)",
+                plan.source.display(),
+                target.host
+            ))
+            .into())
+        }
+    };
+    let proxy = crate::proxy::Proxy::start(crate::proxy::ProxyConfig {
+        listen: (ip, 0).into(),
+        upstream: (ip, target.port).into(),
+        up: Default::default(),
+        down: Default::default(),
+        bandwidth: None,
+        seed: plan.seed,
+    })
+    .await?;
+    Ok(proxy)
+}
+
 /// Runs a scenario end to end.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let plan = Plan::load(&args.scenario, &args.target.overrides())?;
@@ -74,7 +101,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
 
     // Target: the embedded broker (trusting every fleet's root) or the scenario's broker.
-    let (endpoint, broker, target) = connect_target(&plan, &fleets)?;
+    let (mut endpoint, broker, target) = connect_target(&plan, &fleets)?;
     eprintln!(
         "target      {} ({})",
         target.url, target.server_verification
@@ -95,16 +122,47 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     } else {
         None
     };
+    // A fault timeline: the devices reach the target through the fault-injecting proxy.
+    let proxy = if plan.faults.is_empty() {
+        None
+    } else {
+        let proxy = runtime.block_on(fault_proxy(&plan, &endpoint))?;
+        eprintln!(
+            "faults      {} planned; devices connect through the proxy at {}",
+            plan.faults.len(),
+            proxy.addr()
+        );
+        endpoint.port = proxy.addr().port();
+        Some(Arc::new(proxy))
+    };
     let wall = Instant::now();
-    let result = runtime.block_on(async {
+    let (result, faults) = runtime.block_on(async {
         crate::shutdown::on_ctrl_c(stop.clone());
         let progress = ui.is_none().then(|| tokio::spawn(progress_lines(rx)));
-        let result = fleet::run(&plan, fleets, endpoint, stop, tx).await;
+        let faults_stop = CancellationToken::new();
+        let injector = proxy.clone().map(|p| {
+            tokio::spawn(crate::proxy::timeline::play(
+                p,
+                plan.faults.clone(),
+                tokio::time::Instant::now(),
+                faults_stop.clone(),
+            ))
+        });
+        let result = fleet::run(&plan, fleets, endpoint, stop.clone(), tx).await;
         if let Some(progress) = progress {
             progress.abort();
         }
-        result
+        let faults = match injector {
+            Some(injector) => {
+                // Faults planned after the run's end are not injected.
+                faults_stop.cancel();
+                injector.await.unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        (result, faults)
     });
+    drop(proxy);
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(broker);
 
@@ -152,6 +210,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .map(|t| TrafficReport::new(t, &totals)),
         errors: result.last.errors.clone(),
         timeline: result.timeline,
+        faults,
         client: ClientUsage {
             cpu_s: usage.cpu.as_secs_f64(),
             cpu_ms_per_connect: if totals.connects > 0 {

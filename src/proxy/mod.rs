@@ -26,6 +26,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub mod args;
+pub mod timeline;
 
 /// Bytes read per chunk.
 const CHUNK: usize = 16 * 1024;

@@ -52,6 +52,9 @@ pub struct Report {
     pub errors: Vec<ErrorRow>,
     /// Once-per-second gauges.
     pub timeline: Vec<TimelinePoint>,
+    /// Faults injected by the scenario's `[[fault]]` timeline, with their times on the same
+    /// axis as `timeline`.
+    pub faults: Vec<crate::proxy::timeline::FaultEvent>,
     /// thingswarm's own resource use.
     pub client: ClientUsage,
 }
@@ -455,6 +458,17 @@ impl Report {
                     g.counts.disconnects
                 );
             }
+        }
+        for f in &self.faults {
+            let _ = writeln!(
+                s,
+                "  fault      t={:.3} s  {}{}",
+                f.t,
+                f.fault,
+                f.connections
+                    .map(|n| format!(" ({n} connections)"))
+                    .unwrap_or_default()
+            );
         }
         if self.errors.is_empty() {
             let _ = writeln!(s, "  errors     none");

@@ -48,6 +48,7 @@
 //! `devices / rate`.
 
 mod error;
+pub mod faults;
 mod raw;
 pub mod reconnect;
 pub mod traffic;
@@ -104,6 +105,8 @@ pub struct Plan {
     /// Seed of payload generators and Poisson arrivals (`seed = N`; default 0): the same seed
     /// gives the same payloads and schedules.
     pub seed: u64,
+    /// Faults injected through a proxy the run puts in front of the target (`[[fault]]`).
+    pub faults: Vec<faults::FaultPlan>,
 }
 
 /// Where devices connect.
@@ -323,6 +326,7 @@ fn validate(
         identity,
         groups,
         seed: raw.seed.unwrap_or(0),
+        faults: faults::faults(src, raw.fault.as_ref())?,
     })
 }
 

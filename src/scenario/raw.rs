@@ -27,6 +27,8 @@ pub(super) struct RawScenario {
     pub expect: Option<Spanned<IgnoredAny>>,
     /// Service-level objectives: not built yet.
     pub slo: Option<Spanned<IgnoredAny>>,
+    /// Fault timeline (`[[fault]]`): checked in `faults.rs`.
+    pub fault: Option<Spanned<Vec<Spanned<super::faults::RawFault>>>>,
 }
 
 /// `[target]`.
