@@ -532,3 +532,56 @@ fn a_scenario_fault_timeline_is_injected_and_marked_in_the_report() {
         .starts_with("CORRECTED"));
     assert_eq!(report["traffic"]["loss"]["never_sent"], 0);
 }
+
+#[test]
+fn the_proxy_command_refuses_bad_values_with_exit_code_2() {
+    for (args, needle) in [
+        (
+            vec!["--listen", "10.1.2.3:1884", "--upstream", "127.0.0.1:1883"],
+            "not a loopback address",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:1883",
+                "--delay",
+                "soon",
+            ],
+            "\"soon\" is not a duration",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:1883",
+                "--bandwidth",
+                "1MB",
+            ],
+            "is not a bandwidth",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:1883",
+                "--reset",
+                "0.1",
+            ],
+            "--reset-at",
+        ),
+    ] {
+        let out = assert_cmd::Command::cargo_bin("thingswarm")
+            .unwrap()
+            .arg("proxy")
+            .args(&args)
+            .timeout(Duration::from_secs(20))
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
