@@ -34,6 +34,10 @@
 //! clean_session = true             # default true (MQTT 5: clean start)
 //! protocol = "5"                   # optional override of [target].protocol
 //! reconnect = { initial = "100ms", max = "5s" }  # the default; "none": a lost session stays lost
+//!
+//! [[fault]]                        # optional timeline, injected through a proxy (see faults.rs)
+//! at = "20s"
+//! stall = "1s"                     # or delay = "20ms" (jitter = "5ms"), or reset = 0.5
 //! ```
 //!
 //! Keys of capabilities that are not built yet (`publish`, `subscribe`, `[[expect]]`,
