@@ -585,3 +585,34 @@ fn the_proxy_command_refuses_bad_values_with_exit_code_2() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn with_reconnect_none_a_reset_device_stays_dropped() {
+    let _serial = serial();
+    let scenario = r#"
+name = "no-reconnect"
+duration = "2s"
+[[group]]
+name = "pub"
+devices = 3
+client_id = "pub-{index}"
+reconnect = "none"
+publish = { topic = "n/{client_id}", qos = 1, rate = "20/s", size = 64 }
+"#;
+    let (plan, fleets, _tmp) = setup(scenario);
+    let broker = embedded(&fleets);
+    let o = run_through_proxy(
+        &plan,
+        fleets,
+        broker.addr(),
+        broker.server_ca_der(),
+        NO_DELAY,
+        NO_DELAY,
+        vec![(ms(500), Fault::ResetPublishers)],
+    );
+    let c = o.result.last.groups[0];
+    assert_eq!(o.resets, 3);
+    assert_eq!((c.disconnects, c.dropped, c.closed), (3, 3, 0), "{c:?}");
+    assert_eq!((c.reconnect_attempts, c.reconnects, c.connected), (0, 0, 0));
+    assert_eq!(o.result.recovery[0].count, 0);
+}
