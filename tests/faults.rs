@@ -136,6 +136,23 @@ fn embedded(fleets: &[Arc<Fleet>]) -> EmbeddedBroker {
     .unwrap()
 }
 
+/// mosquitto (mTLS, raised limits) for the tests that need a broker which processes every
+/// byte it read before it acts on a closed connection; `None` (skip) only outside CI when it is
+/// not installed.
+fn mosquitto(fleets: &[Arc<Fleet>]) -> Option<thingswarm::broker::mosquitto::Mosquitto> {
+    match thingswarm::broker::mosquitto::Mosquitto::start(&[fleets[0].root().clone()], "") {
+        Ok(b) => Some(b),
+        Err(e)
+            if std::env::var("CI").as_deref() != Ok("true")
+                && e.to_string().contains("apt-get install") =>
+        {
+            eprintln!("skipping: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 const NO_DELAY: Delay = Delay {
     fixed: Duration::ZERO,
     jitter: Duration::ZERO,
@@ -299,7 +316,9 @@ fn at_qos0_messages_lost_to_resets_match_the_reported_loss() {
     // so the proxy's discarded chunks are the messages lost: the truth to check against.
     let _serial = serial();
     let (plan, fleets, _tmp) = setup(&reset_scenario(0));
-    let broker = embedded(&fleets);
+    let Some(broker) = mosquitto(&fleets) else {
+        return;
+    };
     let o = run_through_proxy(
         &plan,
         fleets,
@@ -323,10 +342,13 @@ fn at_qos0_messages_lost_to_resets_match_the_reported_loss() {
         o.result.last.errors
     );
     assert!(o.proxy.discarded_up_chunks >= 5, "{:?}", o.proxy);
-    // Every message the proxy discarded is reported lost. Observed: in about half the runs
-    // one more message is reported lost than the proxy discarded (never more than one per
-    // reset connection): a publish the device wrote at the instant of the reset, which the
-    // proxy never read. So the bound is exact from below and one per reset from above.
+    // Every message the proxy discarded is reported lost. Observed against mosquitto: equal in
+    // 4 of 5 runs; in the others one more message is reported lost than the proxy discarded:
+    // a publish the device wrote at the instant of the reset (rumqttc counts it written, the
+    // kernel drops it with the connection), which no proxy can see. Hence: exact from below,
+    // at most one per reset connection above. (The embedded rmqtt broker also drops QoS 0
+    // messages it had already read when a connection closes: up to 3 per run beyond the
+    // proxy's count even with no delay, so this test uses mosquitto.)
     let (lost, truth) = (traffic.sequence.lost, o.proxy.discarded_up_chunks);
     assert!(
         truth <= lost && lost <= truth + o.resets,

@@ -308,7 +308,23 @@ async fn connection(
             write_side(client_w, down_rx, shared, Dir::Down(&bytes.down), &done),
         )
     };
-    pumps.await;
+    let (client_r, _, _, client_w) = pumps.await;
+    if reset.is_cancelled() {
+        // Everything the device wrote until this instant is lost to the reset: count it, then
+        // close at once with RST (linger 0), so nothing arrives uncounted in between.
+        if let Ok(stream) = client_r.reunite(client_w) {
+            let mut buf = vec![0u8; CHUNK];
+            while let Ok(n) = stream.try_read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shared.counters.discarded_bytes.fetch_add(n as u64, Relaxed);
+                shared.counters.discarded_up_chunks.fetch_add(1, Relaxed);
+            }
+            let _ = socket_linger_zero(&stream);
+            drop(stream);
+        }
+    }
 }
 
 /// Reads chunks and queues them with their due times; ends on EOF, error or `done`.
@@ -319,7 +335,7 @@ async fn read_side(
     up: bool,
     seed: u64,
     done: &CancellationToken,
-) {
+) -> tokio::net::tcp::OwnedReadHalf {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     let mut last_due = Instant::now();
     let mut buf = vec![0u8; CHUNK];
@@ -337,10 +353,10 @@ async fn read_side(
                         shared.counters.discarded_up_chunks.fetch_add(1, Relaxed);
                     }
                 }
-                return;
+                return from;
             }
             r = from.read(&mut buf) => match r {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return from,
                 Ok(n) => n,
             },
         };
@@ -357,9 +373,9 @@ async fn read_side(
                 if up {
                     shared.counters.discarded_up_chunks.fetch_add(1, Relaxed);
                 }
-                return;
+                return from;
             }
-            r = to.send((due, chunk)) => if r.is_err() { return; },
+            r = to.send((due, chunk)) => if r.is_err() { return from; },
         }
     }
 }
@@ -373,7 +389,7 @@ async fn write_side(
     shared: &Shared,
     dir: Dir<'_>,
     done: &CancellationToken,
-) {
+) -> tokio::net::tcp::OwnedWriteHalf {
     let up = matches!(dir, Dir::Up(_));
     let mut stall = shared.stall_until.subscribe();
     let mut budget_at = Instant::now();
@@ -388,7 +404,7 @@ async fn write_side(
             } else {
                 let _ = to.shutdown().await;
             }
-            return;
+            return to;
         };
         let mut ready = due;
         loop {
@@ -407,7 +423,7 @@ async fn write_side(
                         shared.counters.discarded_up_chunks.fetch_add(1, Relaxed);
                     }
                     abort(&mut to, &mut from, shared, up).await;
-                    return;
+                    return to;
                 }
                 _ = stall.changed() => continue,
                 _ = sleep_until(ready) => break,
@@ -419,7 +435,7 @@ async fn write_side(
         if to.write_all(&chunk).await.is_err() {
             // The peer is gone: end the whole connection.
             done.cancel();
-            return;
+            return to;
         }
         let n = chunk.len() as u64;
         match dir {
