@@ -257,7 +257,10 @@ async fn settle(plan: &Plan, recorder: &Recorder, stop: &CancellationToken) {
         last = now;
         let unacked: u64 = acked_groups
             .iter()
-            .map(|&g| recorder.group_counts(g).unacked())
+            .map(|&g| {
+                let c = recorder.group_counts(g);
+                c.unacked().saturating_sub(c.abandoned)
+            })
             .sum();
         if unacked == 0 && quiet_since.elapsed() >= Duration::from_millis(500) {
             break;

@@ -171,6 +171,7 @@ pub(super) async fn serve(
                             counters.never_sent.fetch_add(handed.len() as u64, Relaxed);
                             handed.clear();
                             inflight.iter_mut().for_each(|slot| *slot = None);
+                            counters.abandoned.fetch_add(outstanding as u64, Relaxed);
                             outstanding = 0;
                         }
                         // The schedule resumes now: what fell due while offline is not sent late.
@@ -243,6 +244,10 @@ pub(super) async fn serve(
         }
     };
 
+    if result.is_err() {
+        // The session is gone for good: its unacknowledged messages never will be.
+        counters.abandoned.fetch_add(outstanding as u64, Relaxed);
+    }
     samples.flush(rec, Instant::now());
     if publish.is_some() {
         rec.publisher_done(global, written);

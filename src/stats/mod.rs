@@ -86,6 +86,9 @@ pub struct GroupCounters {
     /// PUBLISH packets written again after a reconnect (QoS 1/2 retransmits of unacknowledged
     /// messages; not counted in `sent`).
     pub retransmitted: AtomicU64,
+    /// Written QoS 1/2 messages that can no longer be acknowledged: their session was lost and
+    /// not resumed (part of `unacked`; the end-of-run settle does not wait for them).
+    pub abandoned: AtomicU64,
 }
 
 /// A point-in-time copy of [`GroupCounters`].
@@ -135,6 +138,8 @@ pub struct Counts {
     pub never_sent: u64,
     /// See [`GroupCounters::retransmitted`].
     pub retransmitted: u64,
+    /// See [`GroupCounters::abandoned`].
+    pub abandoned: u64,
 }
 
 impl GroupCounters {
@@ -162,6 +167,7 @@ impl GroupCounters {
             reconnects: self.reconnects.load(Relaxed),
             never_sent: self.never_sent.load(Relaxed),
             retransmitted: self.retransmitted.load(Relaxed),
+            abandoned: self.abandoned.load(Relaxed),
         }
     }
 }
@@ -198,6 +204,7 @@ impl std::ops::AddAssign for Counts {
         self.reconnects += o.reconnects;
         self.never_sent += o.never_sent;
         self.retransmitted += o.retransmitted;
+        self.abandoned += o.abandoned;
     }
 }
 
