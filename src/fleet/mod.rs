@@ -449,8 +449,10 @@ async fn device(
             counters.connected.fetch_sub(1, Relaxed);
             counters.closed.fetch_add(1, Relaxed);
         }
-        // Stopped while reconnecting: nothing to close.
-        Ok(false) => {}
+        // Stopped while reconnecting: the session was lost before the run ended it.
+        Ok(false) => {
+            counters.dropped.fetch_add(1, Relaxed);
+        }
         Err(f) => {
             counters.connected.fetch_sub(1, Relaxed);
             counters.dropped.fetch_add(1, Relaxed);
