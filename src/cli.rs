@@ -30,6 +30,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Run the embedded mTLS broker standalone (until Ctrl-C).
     Broker(BrokerArgs),
+    /// A fault-injecting TCP proxy on loopback (delay, jitter, stall, resets, bandwidth), to
+    /// put between devices and a broker.
+    Proxy(ProxyArgs),
     /// Evaluate AWS IoT policies offline. [not built yet]
     Policy(NotBuilt),
     /// Compare two reports for regressions. [not built yet]
@@ -243,4 +246,36 @@ pub struct IssueArgs {
     /// Regenerate every identity even if the cache has them.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `thingswarm proxy --listen 127.0.0.1:P --upstream 127.0.0.1:Q [faults]`
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Where devices connect (loopback only; port 0 picks a free one, printed).
+    #[arg(long, value_name = "ADDR", value_parser = crate::proxy::args::loopback)]
+    pub listen: std::net::SocketAddr,
+    /// The broker (loopback only).
+    #[arg(long, value_name = "ADDR", value_parser = crate::proxy::args::loopback)]
+    pub upstream: std::net::SocketAddr,
+    /// Fixed delay added in each direction.
+    #[arg(long, value_name = "DURATION", value_parser = crate::proxy::args::duration, default_value = "0s")]
+    pub delay: std::time::Duration,
+    /// Uniform random extra delay up to this, per chunk (order is kept).
+    #[arg(long, value_name = "DURATION", value_parser = crate::proxy::args::duration, default_value = "0s")]
+    pub jitter: std::time::Duration,
+    /// When to stall all traffic, from start.
+    #[arg(long, value_name = "DURATION", value_parser = crate::proxy::args::duration, requires = "stall")]
+    pub stall_at: Option<std::time::Duration>,
+    /// How long the stall lasts.
+    #[arg(long, value_name = "DURATION", value_parser = crate::proxy::args::duration, requires = "stall_at")]
+    pub stall: Option<std::time::Duration>,
+    /// Fraction of open connections to reset (TCP RST) at --reset-at.
+    #[arg(long, value_name = "FRACTION", value_parser = crate::proxy::args::fraction, requires = "reset_at")]
+    pub reset: Option<f64>,
+    /// When to reset, from start.
+    #[arg(long, value_name = "DURATION", value_parser = crate::proxy::args::duration, requires = "reset")]
+    pub reset_at: Option<std::time::Duration>,
+    /// Bandwidth cap per direction and connection, e.g. 1MB/s.
+    #[arg(long, value_name = "RATE", value_parser = crate::proxy::args::bandwidth)]
+    pub bandwidth: Option<u64>,
 }

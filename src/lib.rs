@@ -27,6 +27,8 @@
 //! - [`tui`]: the live dashboard of `thingswarm run` (ratatui): a pure `render(View)`, an
 //!   event loop on its own thread reading snapshots at 5 fps, a guard that restores the
 //!   terminal on every path.
+//! - [`proxy`]: a fault-injecting TCP proxy (delay, stall, reset, bandwidth) that checks the
+//!   figures against a known truth.
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
 //!
@@ -40,6 +42,7 @@ pub mod fleet;
 pub mod identity;
 pub mod limits;
 pub mod prometheus;
+pub mod proxy;
 pub mod report;
 pub mod scenario;
 pub mod shutdown;

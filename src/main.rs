@@ -23,7 +23,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         {
             return 2;
         }
-        if cause.is::<TargetError>() {
+        if cause.is::<TargetError>() || cause.is::<thingswarm::proxy::ProxyError>() {
             return 3;
         }
         if let Some(err) = cause.downcast_ref::<BrokerError>() {

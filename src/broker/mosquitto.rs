@@ -125,6 +125,70 @@ impl Mosquitto {
         }
     }
 
+    /// Kills mosquitto (SIGKILL: sessions vanish as in a crash), keeps it down for `down`,
+    /// and starts it again on the same port with the same configuration, returning once the
+    /// port accepts connections (at most 5 s). For reconnect tests. The log starts afresh.
+    pub fn restart(&mut self, down: Duration) -> Result<(), BrokerError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let program = find_program()?;
+        // A fresh log: readiness is read from it ("... running").
+        let log_file = File::create(&self.log).map_err(|source| BrokerError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let mut child = Command::new(&program)
+                .arg("-c")
+                .arg(&self.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file.try_clone().map_err(|source| BrokerError::Spawn {
+                    program: program.display().to_string(),
+                    source,
+                })?)
+                .spawn()
+                .map_err(|source| BrokerError::Spawn {
+                    program: program.display().to_string(),
+                    source,
+                })?;
+            let mut exited = None;
+            let listening = wait_until_running(self.addr, &self.log, || match child.try_wait() {
+                Ok(Some(status)) => {
+                    exited = Some(status);
+                    false
+                }
+                _ => true,
+            });
+            if listening {
+                self.child = child;
+                return Ok(());
+            }
+            // The old socket may linger for a moment: retry until the deadline.
+            let _ = child.kill();
+            let _ = child.wait();
+            if Instant::now() >= deadline {
+                return Err(match exited {
+                    Some(status) => BrokerError::Exited {
+                        config: self.config.clone(),
+                        addr: self.addr,
+                        status,
+                        log_tail: log_tail(&self.log, 8),
+                    },
+                    None => BrokerError::NotListening {
+                        config: self.config.clone(),
+                        addr: self.addr,
+                        waited: START_TIMEOUT,
+                        log_tail: log_tail(&self.log, 8),
+                    },
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `127.0.0.1:<port>` it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -4,6 +4,7 @@
 mod broker;
 mod certs;
 mod check;
+mod proxy;
 mod run;
 
 use crate::cli::{Cli, Command};
@@ -48,6 +49,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args).map(|()| Outcome::Done),
         Command::Broker(args) => broker::run(args).map(|()| Outcome::Done),
+        Command::Proxy(args) => proxy::run(args).map(|()| Outcome::Done),
         Command::Policy(_) => Err(NotBuiltYet("policy").into()),
         Command::Compare(_) => Err(NotBuiltYet("compare").into()),
         Command::Merge(_) => Err(NotBuiltYet("merge").into()),

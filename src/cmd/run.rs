@@ -33,6 +33,33 @@ pub struct TargetError(pub String);
 /// File descriptors kept free for everything that is not a session.
 const FD_RESERVE: u64 = 200;
 
+/// The proxy a fault timeline needs, in front of a loopback target (the TLS server name stays
+/// the target's: only the port changes).
+async fn fault_proxy(plan: &Plan, target: &Endpoint) -> anyhow::Result<crate::proxy::Proxy> {
+    let ip: std::net::IpAddr = match target.host.parse() {
+        Ok(ip) if std::net::IpAddr::is_loopback(&ip) => ip,
+        _ if target.host == "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        _ => {
+            return Err(BadInput(format!(
+                "{}: [[fault]] needs a loopback target, got host {:?} (expected 127.0.0.1, ::1 or localhost: faults are injected on loopback only)",
+                plan.source.display(),
+                target.host
+            ))
+            .into())
+        }
+    };
+    let proxy = crate::proxy::Proxy::start(crate::proxy::ProxyConfig {
+        listen: (ip, 0).into(),
+        upstream: (ip, target.port).into(),
+        up: Default::default(),
+        down: Default::default(),
+        bandwidth: None,
+        seed: plan.seed,
+    })
+    .await?;
+    Ok(proxy)
+}
+
 /// Runs a scenario end to end.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let plan = Plan::load(&args.scenario, &args.target.overrides())?;
@@ -127,6 +154,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     } else {
         None
     };
+    // A fault timeline: the devices reach the target through the fault-injecting proxy.
+    let proxy = if plan.faults.is_empty() {
+        None
+    } else {
+        let proxy = runtime.block_on(fault_proxy(&plan, &endpoint))?;
+        eprintln!(
+            "faults      {} planned; devices connect through the proxy at {}",
+            plan.faults.len(),
+            proxy.addr()
+        );
+        endpoint.port = proxy.addr().port();
+        Some(Arc::new(proxy))
+    };
     let wall = Instant::now();
     let result = runtime.block_on(async {
         crate::shutdown::on_ctrl_c(stop.clone());
@@ -150,10 +190,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             tokio::spawn(push);
         }
         let progress = ui.is_none().then(|| tokio::spawn(progress_lines(rx)));
-        let result = fleet::run(&plan, fleets, endpoint, stop, tx, &control).await;
+        let faults_stop = CancellationToken::new();
+        let injector = proxy.clone().map(|p| {
+            tokio::spawn(crate::proxy::timeline::play(
+                p,
+                plan.faults.clone(),
+                tokio::time::Instant::now(),
+                faults_stop.clone(),
+            ))
+        });
+        let result = fleet::run(&plan, fleets, endpoint, stop.clone(), tx, &control).await;
         if let Some(progress) = progress {
             progress.abort();
         }
+        let faults = match injector {
+            Some(injector) => {
+                // Faults planned after the run's end are not injected.
+                faults_stop.cancel();
+                injector.await.unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
         exporters.cancel();
         // Printed after the dashboard has given the terminal back.
         let pushed = match &pushgateway {
@@ -169,9 +226,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             }
             None => None,
         };
-        (result, pushed)
+        (result, faults, pushed)
     });
-    let (result, pushed) = result;
+    let (result, faults, pushed) = result;
+    drop(proxy);
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(broker);
 
@@ -200,7 +258,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .iter()
             .zip(&result.last.groups)
             .zip(probes)
-            .map(|((g, counts), probe)| {
+            .enumerate()
+            .map(|(i, ((g, counts), probe))| {
                 let (tls, tls_probe_error) = match probe {
                     Ok(n) => (Some(n), None),
                     Err(e) => (None, Some(e)),
@@ -212,6 +271,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                     counts: *counts,
                     tls,
                     tls_probe_error,
+                    time_to_recover_us: result.recovery.get(i).copied().unwrap_or_default(),
                 }
             })
             .collect(),
@@ -227,6 +287,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         errors: result.last.errors.clone(),
         timeline: result.timeline,
         events: result.events,
+        faults,
         client: ClientUsage {
             cpu_s: usage.cpu.as_secs_f64(),
             cpu_ms_per_connect: if totals.connects > 0 {

@@ -7,9 +7,11 @@
 //! ```
 //!
 //! Devices record into the shared [`Recorder`]; the aggregator ticks snapshots out to readers.
-//! A device failure is counted and classified, never fatal to the run. Reconnects: none (the
-//! runner owns that policy and this version does not reconnect).
+//! A device failure is counted and classified, never fatal to the run. A lost session is
+//! reconnected per its group's policy (exponential backoff with full jitter, see
+//! [`backoff`]): rumqttc itself would retry on the next poll with no backoff.
 
+pub mod backoff;
 pub mod control;
 pub mod failure;
 pub mod pacer;
@@ -104,6 +106,8 @@ pub struct RunResult {
     pub traffic: Option<TrafficResult>,
     /// Pauses and rate changes made during the run (dashboard keys), in time order.
     pub events: Vec<ControlEvent>,
+    /// Per group: loss of a session -> CONNACK of its reconnect.
+    pub recovery: Vec<crate::stats::Percentiles>,
 }
 
 /// What the devices' messages did.
@@ -114,6 +118,8 @@ pub struct TrafficResult {
     pub latency: TrafficLatency,
     /// Loss, duplicates and reordering over every subscriber, from sequence numbers.
     pub sequence: SequenceTotals,
+    /// QoS 1/2 messages written with neither acknowledgement nor refusal by the end.
+    pub sent_not_acked: u64,
 }
 
 struct GroupCtx {
@@ -231,6 +237,10 @@ pub async fn run(
         window,
         latency: aggregator.traffic_latency().clone(),
         sequence: sequence_totals(plan, &recorder),
+        sent_not_acked: (0..plan.groups.len())
+            .filter(|&g| plan.groups[g].publish.as_ref().is_some_and(|p| p.qos > 0))
+            .map(|g| recorder.group_counts(g).unacked())
+            .sum(),
     });
     RunResult {
         last,
@@ -240,6 +250,9 @@ pub async fn run(
         interrupted: stop.is_cancelled(),
         traffic,
         events: control.events(recorder.epoch()),
+        recovery: (0..plan.groups.len())
+            .map(|g| recorder.recovery(g))
+            .collect(),
     }
 }
 
@@ -264,7 +277,10 @@ async fn settle(plan: &Plan, recorder: &Recorder) {
         last = now;
         let unacked: u64 = acked_groups
             .iter()
-            .map(|&g| recorder.group_counts(g).unacked())
+            .map(|&g| {
+                let c = recorder.group_counts(g);
+                c.unacked().saturating_sub(c.abandoned)
+            })
             .sum();
         if unacked == 0 && quiet_since.elapsed() >= Duration::from_millis(500) {
             break;
@@ -338,6 +354,55 @@ async fn spawn_group(
     }
 }
 
+/// After a lost session: waits out the backoff and reconnects, again and again, until a
+/// CONNACK (then whether the broker kept the session) or until `stop` (then `None`). Records
+/// attempts, failures and the time to recover.
+async fn reconnect(
+    ctx: &GroupCtx,
+    client_id: &str,
+    session: &mut Session,
+    backoff: &mut backoff::Backoff,
+    stop: &CancellationToken,
+) -> Option<bool> {
+    let lost = Instant::now();
+    let counters = ctx.recorder.group(ctx.group);
+    loop {
+        let wait = backoff.next_delay();
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            _ = sleep(wait) => {}
+        }
+        counters.reconnect_attempts.fetch_add(1, Relaxed);
+        counters.connecting.fetch_add(1, Relaxed);
+        let outcome = tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            r = timeout(ctx.plan.connect.timeout, session.connect()) => Some(r),
+        };
+        counters.connecting.fetch_sub(1, Relaxed);
+        match outcome {
+            None => return None,
+            Some(Ok(Ok(session_present))) => {
+                backoff.reset();
+                counters.reconnects.fetch_add(1, Relaxed);
+                ctx.recorder.recovered(ctx.group, lost.elapsed());
+                return Some(session_present);
+            }
+            Some(Ok(Err(f))) => ctx
+                .recorder
+                .error(f.class, format!("{client_id}: reconnect: {}", f.detail)),
+            Some(Err(_)) => ctx.recorder.error(
+                "connect timeout",
+                format!(
+                    "{client_id}: reconnect: no CONNACK within {:?}",
+                    ctx.plan.connect.timeout
+                ),
+            ),
+        }
+    }
+}
+
 /// One device's life: connect (timed), hold the session, disconnect. `stop` ends connecting
 /// and publishing; `end` ends the session (later, once in-flight messages had their chance).
 async fn device(
@@ -408,7 +473,7 @@ async fn device(
                 .error(f.class, format!("{client_id}: {}", f.detail));
             return;
         }
-        Some(Ok(Ok(()))) => {
+        Some(Ok(Ok(_))) => {
             ctx.recorder.connect_latency(index, took);
             counters.connects.fetch_add(1, Relaxed);
             counters.connected.fetch_add(1, Relaxed);
@@ -416,10 +481,14 @@ async fn device(
     }
 
     match traffic::serve(&ctx, index, &client_id, &mut session, &stop, &end).await {
-        Ok(()) => {
+        Ok(true) => {
             session.disconnect(DISCONNECT_WITHIN).await;
             counters.connected.fetch_sub(1, Relaxed);
             counters.closed.fetch_add(1, Relaxed);
+        }
+        // Stopped while reconnecting: the session was lost before the run ended it.
+        Ok(false) => {
+            counters.dropped.fetch_add(1, Relaxed);
         }
         Err(f) => {
             counters.connected.fetch_sub(1, Relaxed);

@@ -1,7 +1,8 @@
 //! One device's MQTT session over rumqttc, for either protocol version.
 //!
 //! The runner owns reconnect policy: rumqttc reconnects on the next `poll()` after an error,
-//! with no backoff, so a [`Session`] is never polled again once it has failed.
+//! with no backoff, so a failed [`Session`] is polled again only through
+//! [`Session::connect`], after the runner's backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,14 +82,16 @@ impl Session {
         }
     }
 
-    /// TCP connect, TLS handshake, CONNECT, and wait for a successful CONNACK.
-    pub async fn connect(&mut self) -> Result<(), Failure> {
+    /// TCP connect, TLS handshake, CONNECT, and wait for a successful CONNACK; says whether
+    /// the broker kept a session (then rumqttc re-sends unacknowledged messages). Also
+    /// reconnects a session that failed: rumqttc connects again on the next poll.
+    pub async fn connect(&mut self) -> Result<bool, Failure> {
         match self {
             Session::V311(_, events) => match events.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))
                     if ack.code == rumqttc::ConnectReturnCode::Success =>
                 {
-                    Ok(())
+                    Ok(ack.session_present)
                 }
                 Ok(other) => Err(Failure::new(
                     "protocol error",
@@ -103,7 +106,7 @@ impl Session {
                 Ok(v5::Event::Incoming(v5::Incoming::ConnAck(ack)))
                     if ack.code == v5::mqttbytes::v5::ConnectReturnCode::Success =>
                 {
-                    Ok(())
+                    Ok(ack.session_present)
                 }
                 Ok(other) => Err(Failure::new(
                     "protocol error",

@@ -32,9 +32,13 @@ struct Handed {
     len: u64,
 }
 
-/// Serves device `index`'s established session until `end` (then `Ok`) or until the session
-/// fails (then the failure). After `stop` it publishes nothing new but keeps polling, so
-/// acknowledgements of messages already written still arrive and are counted.
+/// Serves device `index`'s established session until `end` (then `Ok(true)`, or `Ok(false)`
+/// when the run stopped while it was reconnecting) or until the session fails and the group
+/// does not reconnect (then the failure). After `stop` it publishes nothing new but keeps
+/// polling, so acknowledgements of messages already written still arrive and are counted.
+/// With a reconnect policy a lost session is reconnected (see [`super::reconnect`]),
+/// re-subscribed, and the schedule resumes: messages whose intended time passed meanwhile are
+/// counted `never_sent`, not back-filled.
 pub(super) async fn serve(
     ctx: &GroupCtx,
     index: usize,
@@ -42,7 +46,7 @@ pub(super) async fn serve(
     session: &mut Session,
     stop: &CancellationToken,
     end: &CancellationToken,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     let mut window_rx = ctx.window.clone();
     let mut control_rx = ctx.control.clone();
     let mut control = *control_rx.borrow_and_update();
@@ -75,8 +79,12 @@ pub(super) async fn serve(
     let mut seq = 0u64;
     let mut written = 0u64;
     let mut handed: VecDeque<Handed> = VecDeque::with_capacity(REQUEST_CAPACITY + 2);
-    let mut inflight: Vec<Option<(Instant, bool)>> = vec![None; INFLIGHT as usize + 1];
+    let mut inflight: Vec<Option<(Instant, Instant, bool)>> = vec![None; INFLIGHT as usize + 1];
     let mut outstanding = 0usize;
+    let mut backoff = ctx
+        .plan
+        .reconnect
+        .map(|p| super::backoff::Backoff::new(p, ctx.seed ^ (global as u64).rotate_left(29)));
 
     let result = loop {
         // When the next message may go: its intended time (open model), or now while the
@@ -97,7 +105,7 @@ pub(super) async fn serve(
         };
         tokio::select! {
             biased;
-            _ = end.cancelled() => break Ok(()),
+            _ = end.cancelled() => break Ok(true),
             _ = stop.cancelled(), if !finished => {
                 finished = true;
                 awaiting_window = false;
@@ -169,8 +177,46 @@ pub(super) async fn serve(
                 blocked = false;
                 let now = Instant::now();
                 match seen {
-                    Err(failure) => break Err(failure),
+                    Err(failure) => {
+                        counters.disconnects.fetch_add(1, Relaxed);
+                        let Some(backoff) = backoff.as_mut() else { break Err(failure) };
+                        counters.connected.fetch_sub(1, Relaxed);
+                        rec.error(failure.class, format!("{client_id}: {} (reconnecting)", failure.detail));
+                        let Some(session_present) = super::reconnect(ctx, client_id, session, backoff, stop).await else {
+                            break Ok(false);
+                        };
+                        counters.connected.fetch_add(1, Relaxed);
+                        blocked = false;
+                        if tracker.is_some() && !session.try_subscribe(&ctx.plan.subscribe) {
+                            rec.error("protocol error", format!("{client_id}: SUBSCRIBE could not be queued after a reconnect"));
+                        }
+                        if !session_present {
+                            // rumqttc drops its queued and unacknowledged requests on a new
+                            // session: the queued ones were never written, the unacknowledged
+                            // stay "sent, not acked".
+                            counters.never_sent.fetch_add(handed.len() as u64, Relaxed);
+                            handed.clear();
+                            inflight.iter_mut().for_each(|slot| *slot = None);
+                            counters.abandoned.fetch_add(outstanding as u64, Relaxed);
+                            outstanding = 0;
+                        }
+                        // The schedule resumes now: what fell due while offline is not sent late.
+                        if let (Some(s), Some(w)) = (schedule.as_mut(), window) {
+                            let now = Instant::now();
+                            let mut next = owed.take().unwrap_or_else(|| s.next_due().into_std());
+                            while next < now && next < w.end {
+                                counters.never_sent.fetch_add(1, Relaxed);
+                                next = s.next_due().into_std();
+                            }
+                            owed = Some(next);
+                        }
+                    }
                     Ok(Seen::Written(pkid)) => {
+                        if pkid != 0 && inflight.get(pkid as usize).is_some_and(Option::is_some) {
+                            // A QoS 1/2 message re-sent after a reconnect (same packet id).
+                            counters.retransmitted.fetch_add(1, Relaxed);
+                            continue;
+                        }
                         let Some(h) = handed.pop_front() else { continue };
                         written += 1;
                         counters.sent.fetch_add(1, Relaxed);
@@ -180,17 +226,18 @@ pub(super) async fn serve(
                             counters.steady_sent.fetch_add(1, Relaxed);
                         }
                         if let Some(slot) = inflight.get_mut(pkid as usize).filter(|_| pkid != 0) {
-                            *slot = Some((now, steady));
+                            *slot = Some((now, h.intended, steady));
                             outstanding += 1;
                         }
                     }
                     Ok(Seen::Acked { pkid, refused }) => {
-                        let Some((written_at, steady)) = inflight.get_mut(pkid as usize).and_then(Option::take) else { continue };
+                        let Some((written_at, intended, steady)) = inflight.get_mut(pkid as usize).and_then(Option::take) else { continue };
                         outstanding = outstanding.saturating_sub(1);
                         match refused {
                             None => {
                                 counters.acked.fetch_add(1, Relaxed);
                                 samples.record(rec, Metric::Ack, steady, now - written_at, now);
+                                samples.record(rec, Metric::AckCorrected, steady, now.saturating_duration_since(intended), now);
                             }
                             Some(reason) => {
                                 counters.refused.fetch_add(1, Relaxed);
@@ -223,6 +270,10 @@ pub(super) async fn serve(
         }
     };
 
+    if result.is_err() {
+        // The session is gone for good: its unacknowledged messages never will be.
+        counters.abandoned.fetch_add(outstanding as u64, Relaxed);
+    }
     samples.flush(rec, Instant::now());
     if publish.is_some() {
         rec.publisher_done(global, written);

@@ -654,6 +654,7 @@ mod tests {
             }],
             timeline: Vec::new(),
             events: Vec::new(),
+            faults: Vec::new(),
             client: ClientUsage {
                 cpu_s: 0.0,
                 cpu_ms_per_connect: 0.0,

@@ -59,6 +59,9 @@ pub struct Report {
     /// Changes made to the traffic during the run (pause, resume, rate steps), with their
     /// time: figures measured across them mix rates, and this says when.
     pub events: Vec<ControlEvent>,
+    /// Faults injected by the scenario's `[[fault]]` timeline, with their times on the same
+    /// axis as `timeline`.
+    pub faults: Vec<crate::proxy::timeline::FaultEvent>,
     /// thingswarm's own resource use.
     pub client: ClientUsage,
 }
@@ -143,6 +146,8 @@ pub struct GroupReport {
     pub tls: Option<Negotiated>,
     /// Why the probe handshake failed, when it did (the devices' errors say more).
     pub tls_probe_error: Option<String>,
+    /// Loss of a session -> CONNACK of its reconnect, microseconds (p50/max are the headline).
+    pub time_to_recover_us: Percentiles,
 }
 
 /// Phase durations, seconds.
@@ -188,6 +193,24 @@ pub struct TrafficReport {
     pub whole: TrafficFigures,
     /// Loss, duplicates and reordering at subscribers, whole window.
     pub sequence: SequenceTotals,
+    /// Where messages went missing, whole window (see `definitions`).
+    pub loss: LossReport,
+}
+
+/// Loss split by where it happened, so a fault shows where it struck.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LossReport {
+    /// Intended send time passed while the device was disconnected: never written.
+    pub never_sent: u64,
+    /// Written (QoS 1/2) with neither acknowledgement nor refusal by the end.
+    pub sent_not_acked: u64,
+    /// Written but not received by a subscriber that expected it (= `sequence.lost`).
+    pub not_delivered: u64,
+    /// Lower bound of acknowledged-then-lost messages: `not_delivered - sent_not_acked`.
+    pub acked_not_delivered_min: u64,
+    /// QoS 1/2 PUBLISH written again after a reconnect (not in `sent`; shows as duplicates at
+    /// subscribers when the first copy had arrived).
+    pub retransmitted: u64,
 }
 
 /// Counts, rates and latencies over one window.
@@ -205,8 +228,10 @@ pub struct TrafficFigures {
     pub delivered_per_s: f64,
     /// `delivered_bytes` per second of the window.
     pub delivered_bytes_per_s: f64,
-    /// PUBLISH written -> PUBACK/PUBCOMP, microseconds.
+    /// PUBLISH written -> PUBACK/PUBCOMP, microseconds (uncorrected).
     pub ack_latency_us: HistogramReport,
+    /// Intended send time -> PUBACK/PUBCOMP, microseconds (corrected for coordinated omission).
+    pub ack_corrected_us: HistogramReport,
     /// Intended send time -> received, microseconds.
     pub e2e_corrected_us: HistogramReport,
     /// Actual send time -> received, microseconds.
@@ -218,7 +243,7 @@ impl TrafficReport {
     pub fn new(t: &TrafficResult, c: &Counts) -> TrafficReport {
         let window_s = (t.window.end - t.window.start).as_secs_f64();
         let steady_window_s = (t.window.steady_end - t.window.steady_start).as_secs_f64();
-        let figures = |h: &[hdrhistogram::Histogram<u64>; 3],
+        let figures = |h: &[hdrhistogram::Histogram<u64>; 4],
                        sent: u64,
                        delivered: u64,
                        bytes: u64,
@@ -232,6 +257,7 @@ impl TrafficReport {
                 delivered_per_s: per_s(delivered),
                 delivered_bytes_per_s: per_s(bytes),
                 ack_latency_us: HistogramReport::of(&h[Metric::Ack as usize]),
+                ack_corrected_us: HistogramReport::of(&h[Metric::AckCorrected as usize]),
                 e2e_corrected_us: HistogramReport::of(&h[Metric::E2eCorrected as usize]),
                 e2e_uncorrected_us: HistogramReport::of(&h[Metric::E2eUncorrected as usize]),
             }
@@ -254,6 +280,13 @@ impl TrafficReport {
                 window_s,
             ),
             sequence: t.sequence,
+            loss: LossReport {
+                never_sent: c.never_sent,
+                sent_not_acked: t.sent_not_acked,
+                not_delivered: t.sequence.lost,
+                acked_not_delivered_min: t.sequence.lost.saturating_sub(t.sent_not_acked),
+                retransmitted: c.retransmitted,
+            },
         }
     }
 }
@@ -289,9 +322,12 @@ pub fn definitions() -> BTreeMap<&'static str, &'static str> {
         ("traffic.steady", "headline figures: messages whose intended send time lies in the window minus its first and last tenth (at most 5 s each); `whole` includes them"),
         ("traffic.sent", "PUBLISH packets written to the connection"),
         ("traffic.delivered", "messages received by subscribers (each copy counts); a broker may acknowledge and then drop, so this, not `sent`, is the throughput"),
-        ("traffic.ack_latency_us", "PUBLISH written -> PUBACK (QoS 1) or PUBCOMP (QoS 2), matched by packet id"),
-        ("traffic.e2e_corrected_us", "intended send time (schedule) -> received by a subscriber: includes time a message waited behind slow sends (no coordinated omission); same process, one monotonic clock"),
-        ("traffic.e2e_uncorrected_us", "actual send time (handed to the MQTT client) -> received by a subscriber"),
+        ("traffic.ack_latency_us", "UNCORRECTED: PUBLISH written -> PUBACK (QoS 1) or PUBCOMP (QoS 2), matched by packet id; misses time a message waited before it could be written"),
+        ("traffic.ack_corrected_us", "CORRECTED: intended send time (schedule) -> PUBACK/PUBCOMP: includes time a message waited behind a stalled or slow connection (no coordinated omission)"),
+        ("traffic.loss", "never_sent: intended send time passed while the device was disconnected (not back-filled); sent_not_acked: QoS 1/2 written, no PUBACK/PUBCOMP by the end; not_delivered: written, not received by an expecting subscriber (sequence.lost); acked_not_delivered_min: not_delivered - sent_not_acked, a lower bound; retransmitted: QoS 1/2 re-sent after a reconnect"),
+        ("reconnect", "disconnects: established sessions lost; reconnect_attempts: tries after a loss, each after an exponential backoff with full jitter; reconnects: losses that came back; time_to_recover_us: loss -> CONNACK of the reconnect, per group"),
+        ("traffic.e2e_corrected_us", "CORRECTED: intended send time (schedule) -> received by a subscriber: includes time a message waited behind slow sends (no coordinated omission); same process, one monotonic clock"),
+        ("traffic.e2e_uncorrected_us", "UNCORRECTED: actual send time (handed to the MQTT client) -> received by a subscriber"),
         ("traffic.sequence", "per publisher, from sequence numbers at each subscriber whose filter matches the publisher's topic: lost = sent - distinct received; duplicates and reordering as seen"),
     ])
 }
@@ -397,18 +433,27 @@ impl Report {
                 )
             };
             if w.ack_latency_us.percentiles.count > 0 {
-                s.push_str(&line("ack", &w.ack_latency_us, "written -> PUBACK/PUBCOMP"));
+                s.push_str(&line(
+                    "ack",
+                    &w.ack_corrected_us,
+                    "corrected: intended send -> PUBACK/PUBCOMP",
+                ));
+                s.push_str(&line(
+                    "ack raw",
+                    &w.ack_latency_us,
+                    "uncorrected: written -> PUBACK/PUBCOMP",
+                ));
             }
             if w.e2e_corrected_us.percentiles.count > 0 {
                 s.push_str(&line(
                     "e2e",
                     &w.e2e_corrected_us,
-                    "intended send -> received",
+                    "corrected: intended send -> received",
                 ));
                 s.push_str(&line(
                     "e2e raw",
                     &w.e2e_uncorrected_us,
-                    "actual send -> received",
+                    "uncorrected: actual send -> received",
                 ));
             }
         }
@@ -425,6 +470,44 @@ impl Report {
                 s,
                 "  events     {} (traffic changed during the run)",
                 list.join(", ")
+            );
+        }
+        if let Some(t) = &self.traffic {
+            let l = &t.loss;
+            let _ = writeln!(
+                s,
+                "  loss       never sent {} (disconnected)  sent, not acked {}  not delivered {} (acked, not delivered >= {})  retransmitted {}",
+                l.never_sent, l.sent_not_acked, l.not_delivered, l.acked_not_delivered_min, l.retransmitted
+            );
+        }
+        if d.disconnects > 0 {
+            let _ = writeln!(
+                s,
+                "  reconnect  disconnects {}  attempts {}  back {}",
+                d.disconnects, d.reconnect_attempts, d.reconnects
+            );
+            for g in self.groups.iter().filter(|g| g.counts.disconnects > 0) {
+                let r = &g.time_to_recover_us;
+                let _ = writeln!(
+                    s,
+                    "    {:<12} time to recover p50 {}  max {}  ({} of {} back)",
+                    g.name,
+                    fmt_us(r.p50),
+                    fmt_us(r.max),
+                    g.counts.reconnects,
+                    g.counts.disconnects
+                );
+            }
+        }
+        for f in &self.faults {
+            let _ = writeln!(
+                s,
+                "  fault      t={:.3} s  {}{}",
+                f.t,
+                f.fault,
+                f.connections
+                    .map(|n| format!(" ({n} connections)"))
+                    .unwrap_or_default()
             );
         }
         if self.errors.is_empty() {

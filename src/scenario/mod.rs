@@ -33,6 +33,11 @@
 //! keepalive = "30s"                # "0s" (off) or 5s..=65535s in whole seconds; default "30s"
 //! clean_session = true             # default true (MQTT 5: clean start)
 //! protocol = "5"                   # optional override of [target].protocol
+//! reconnect = { initial = "100ms", max = "5s" }  # the default; "none": a lost session stays lost
+//!
+//! [[fault]]                        # optional timeline, injected through a proxy (see faults.rs)
+//! at = "20s"
+//! stall = "1s"                     # or delay = "20ms" (jitter = "5ms"), or reset = 0.5
 //! ```
 //!
 //! Keys of capabilities that are not built yet (`[[expect]]`, `[slo]`, `[target].sni`,
@@ -47,7 +52,9 @@
 //! `devices / rate`.
 
 mod error;
+pub mod faults;
 mod raw;
+pub mod reconnect;
 mod tls;
 pub mod traffic;
 mod values;
@@ -112,6 +119,8 @@ pub struct Plan {
     /// Seed of payload generators and Poisson arrivals (`seed = N`; default 0): the same seed
     /// gives the same payloads and schedules.
     pub seed: u64,
+    /// Faults injected through a proxy the run puts in front of the target (`[[fault]]`).
+    pub faults: Vec<faults::FaultPlan>,
 }
 
 /// Where devices connect.
@@ -192,6 +201,8 @@ pub struct GroupPlan {
     pub publish: Option<PublishPlan>,
     /// What each device subscribes to (right after CONNACK, before any traffic starts).
     pub subscribe: Vec<SubscribePlan>,
+    /// How a device whose session was lost reconnects; `None`: it does not.
+    pub reconnect: Option<reconnect::ReconnectPlan>,
 }
 
 /// Connect pacing of one group.
@@ -341,6 +352,7 @@ fn validate(
         identity,
         groups,
         seed: raw.seed.unwrap_or(0),
+        faults: faults::faults(src, raw.fault.as_ref())?,
     })
 }
 
@@ -711,6 +723,7 @@ fn group(
             Some(list) => traffic::subscribe(src, &key("subscribe"), list)?,
             None => Vec::new(),
         },
+        reconnect: reconnect::reconnect(src, &key("reconnect"), g.reconnect.as_ref())?,
     })
 }
 

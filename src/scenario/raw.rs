@@ -27,6 +27,8 @@ pub(super) struct RawScenario {
     pub expect: Option<Spanned<IgnoredAny>>,
     /// Service-level objectives: not built yet.
     pub slo: Option<Spanned<IgnoredAny>>,
+    /// Fault timeline (`[[fault]]`): checked in `faults.rs`.
+    pub fault: Option<Spanned<Vec<Spanned<super::faults::RawFault>>>>,
 }
 
 /// `[target]`.
@@ -77,6 +79,8 @@ pub(super) struct RawGroup {
     pub protocol: Option<Spanned<String>>,
     pub publish: Option<Spanned<RawPublish>>,
     pub subscribe: Option<Spanned<Vec<Spanned<RawSubscribe>>>>,
+    /// `"none"` or `{ initial, max }`: checked by hand in `reconnect.rs`.
+    pub reconnect: Option<Spanned<toml::Value>>,
 }
 
 /// A group's `publish = { ... }`.

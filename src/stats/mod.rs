@@ -74,6 +74,21 @@ pub struct GroupCounters {
     pub steady_delivered: AtomicU64,
     /// Payload bytes of `steady_delivered`.
     pub steady_delivered_bytes: AtomicU64,
+    /// Established sessions lost (each loss counts, also those reconnected afterwards).
+    pub disconnects: AtomicU64,
+    /// Reconnect attempts started after a loss.
+    pub reconnect_attempts: AtomicU64,
+    /// Lost sessions that came back (CONNACK after a loss).
+    pub reconnects: AtomicU64,
+    /// Messages whose intended send time passed while the device was disconnected (never sent,
+    /// not back-filled).
+    pub never_sent: AtomicU64,
+    /// PUBLISH packets written again after a reconnect (QoS 1/2 retransmits of unacknowledged
+    /// messages; not counted in `sent`).
+    pub retransmitted: AtomicU64,
+    /// Written QoS 1/2 messages that can no longer be acknowledged: their session was lost and
+    /// not resumed (part of `unacked`; the end-of-run settle does not wait for them).
+    pub abandoned: AtomicU64,
 }
 
 /// A point-in-time copy of [`GroupCounters`].
@@ -113,6 +128,18 @@ pub struct Counts {
     pub steady_delivered: u64,
     /// See [`GroupCounters::steady_delivered_bytes`].
     pub steady_delivered_bytes: u64,
+    /// See [`GroupCounters::disconnects`].
+    pub disconnects: u64,
+    /// See [`GroupCounters::reconnect_attempts`].
+    pub reconnect_attempts: u64,
+    /// See [`GroupCounters::reconnects`].
+    pub reconnects: u64,
+    /// See [`GroupCounters::never_sent`].
+    pub never_sent: u64,
+    /// See [`GroupCounters::retransmitted`].
+    pub retransmitted: u64,
+    /// See [`GroupCounters::abandoned`].
+    pub abandoned: u64,
 }
 
 impl GroupCounters {
@@ -135,6 +162,12 @@ impl GroupCounters {
             steady_sent: self.steady_sent.load(Relaxed),
             steady_delivered: self.steady_delivered.load(Relaxed),
             steady_delivered_bytes: self.steady_delivered_bytes.load(Relaxed),
+            disconnects: self.disconnects.load(Relaxed),
+            reconnect_attempts: self.reconnect_attempts.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            never_sent: self.never_sent.load(Relaxed),
+            retransmitted: self.retransmitted.load(Relaxed),
+            abandoned: self.abandoned.load(Relaxed),
         }
     }
 }
@@ -166,6 +199,12 @@ impl std::ops::AddAssign for Counts {
         self.steady_sent += o.steady_sent;
         self.steady_delivered += o.steady_delivered;
         self.steady_delivered_bytes += o.steady_delivered_bytes;
+        self.disconnects += o.disconnects;
+        self.reconnect_attempts += o.reconnect_attempts;
+        self.reconnects += o.reconnects;
+        self.never_sent += o.never_sent;
+        self.retransmitted += o.retransmitted;
+        self.abandoned += o.abandoned;
     }
 }
 
@@ -184,6 +223,8 @@ pub struct ErrorRow {
 pub struct Recorder {
     groups: Vec<GroupCounters>,
     connect_shards: Box<[Mutex<Histogram<u64>>]>,
+    /// Per group: loss of a session -> CONNACK of the reconnect (locked once per reconnect).
+    recovery: Box<[Mutex<Histogram<u64>>]>,
     traffic_shards: Box<[Mutex<TrafficHistograms>]>,
     publisher_sent: Box<[AtomicU64]>,
     subscribers: Mutex<Vec<SubscriberResult>>,
@@ -199,6 +240,9 @@ impl Recorder {
         Recorder {
             groups: (0..groups).map(|_| GroupCounters::default()).collect(),
             connect_shards: (0..shards)
+                .map(|_| Mutex::new(histogram::latency()))
+                .collect(),
+            recovery: (0..groups)
                 .map(|_| Mutex::new(histogram::latency()))
                 .collect(),
             traffic_shards: (0..shards)
@@ -224,6 +268,19 @@ impl Recorder {
             .lock()
             .expect("histogram lock")
             .saturating_record(latency.as_micros() as u64);
+    }
+
+    /// Records that a device of group `g` was back `took` after losing its session.
+    pub fn recovered(&self, g: usize, took: Duration) {
+        self.recovery[g]
+            .lock()
+            .expect("histogram lock")
+            .saturating_record(took.as_micros() as u64);
+    }
+
+    /// Time-to-recover of group `g` so far (p50/max for the report).
+    pub fn recovery(&self, g: usize) -> Percentiles {
+        Percentiles::of(&self.recovery[g].lock().expect("histogram lock"))
     }
 
     /// The run's time origin: payload headers carry nanoseconds since this instant.
@@ -343,9 +400,12 @@ pub enum Metric {
     E2eCorrected = 1,
     /// Actual send time -> received at a subscriber.
     E2eUncorrected = 2,
+    /// Intended send time -> PUBACK / PUBCOMP (coordinated-omission corrected: a stalled
+    /// connection delays the write, which [`Metric::Ack`] alone does not see).
+    AckCorrected = 3,
 }
 
-const METRICS: usize = 3;
+const METRICS: usize = 4;
 
 /// Per shard: for each metric, the whole traffic window and its steady part.
 struct TrafficHistograms {
@@ -486,8 +546,10 @@ impl IntervalPercentiles {
 /// Percentiles of the three message-latency metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct MessageLatency {
-    /// See [`Metric::Ack`].
+    /// See [`Metric::Ack`] (uncorrected: from the write).
     pub ack: Percentiles,
+    /// See [`Metric::AckCorrected`] (corrected: from the intended send time).
+    pub ack_corrected: Percentiles,
     /// See [`Metric::E2eCorrected`].
     pub e2e_corrected: Percentiles,
     /// See [`Metric::E2eUncorrected`].
@@ -498,6 +560,7 @@ impl MessageLatency {
     fn of(h: &[Histogram<u64>; METRICS]) -> MessageLatency {
         MessageLatency {
             ack: Percentiles::of(&h[Metric::Ack as usize]),
+            ack_corrected: Percentiles::of(&h[Metric::AckCorrected as usize]),
             e2e_corrected: Percentiles::of(&h[Metric::E2eCorrected as usize]),
             e2e_uncorrected: Percentiles::of(&h[Metric::E2eUncorrected as usize]),
         }
