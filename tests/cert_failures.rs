@@ -345,10 +345,12 @@ protocol = "5"
 name = "first"
 devices = 1
 client_id = "dup-{index}"
+reconnect = "none"   # reconnecting would take the session back, and so on: one takeover here
 [[group]]
 name = "second"
 devices = 1
 client_id = "dup-{index:1}"
+reconnect = "none"
 "#,
     );
     let fleets: Vec<Arc<Fleet>> = plan
@@ -437,6 +439,7 @@ protocol = "5"
 name = "g"
 devices = 1
 client_id = "twin-0"
+reconnect = "none"   # this test's broker accepts one connection: the takeover is the end
 "#,
     );
     let (fleet, _) =
