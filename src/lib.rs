@@ -26,6 +26,7 @@
 //! - [`tui`]: the live dashboard of `thingswarm run` (ratatui): a pure `render(View)`, an
 //!   event loop on its own thread reading snapshots at 5 fps, a guard that restores the
 //!   terminal on every path.
+//! - [`policy`]: AWS IoT Core policies offline: document model, evaluator, lint.
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
 //!
@@ -38,6 +39,7 @@ pub mod cmd;
 pub mod fleet;
 pub mod identity;
 pub mod limits;
+pub mod policy;
 pub mod report;
 pub mod scenario;
 pub mod shutdown;

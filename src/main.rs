@@ -7,6 +7,7 @@ use thingswarm::broker::BrokerError;
 use thingswarm::cli::{Cli, Command};
 use thingswarm::cmd::{self, BadInput, FeatureMissing, NotBuiltYet, Outcome, TargetError};
 use thingswarm::identity::IdentityError;
+use thingswarm::policy::PolicyError;
 use thingswarm::scenario::ScenarioError;
 use thingswarm::template::TemplateError;
 
@@ -20,6 +21,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<BadInput>()
             || cause.is::<NotBuiltYet>()
             || cause.is::<FeatureMissing>()
+            || cause.is::<PolicyError>()
         {
             return 2;
         }
