@@ -41,7 +41,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Certs(_) | Command::Check(_)) {
+    if matches!(
+        cli.command,
+        Command::Certs(_) | Command::Check(_) | Command::Policy(_)
+    ) {
         // Offline commands die quietly on a closed pipe (`thingswarm certs list | head`) like
         // other Unix tools instead of panicking in println!. Never for commands with sockets:
         // a peer closing a connection would then kill the process (rmqtt writes with plain

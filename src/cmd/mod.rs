@@ -4,6 +4,7 @@
 mod broker;
 mod certs;
 mod check;
+mod policy;
 mod run;
 
 use crate::cli::{Cli, Command};
@@ -48,7 +49,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args).map(|()| Outcome::Done),
         Command::Broker(args) => broker::run(args).map(|()| Outcome::Done),
-        Command::Policy(_) => Err(NotBuiltYet("policy").into()),
+        Command::Policy(cmd) => policy::run(cmd),
         Command::Compare(_) => Err(NotBuiltYet("compare").into()),
         Command::Merge(_) => Err(NotBuiltYet("merge").into()),
         Command::Report(_) => Err(NotBuiltYet("report").into()),

@@ -28,7 +28,7 @@ pub enum Decision {
 
 impl std::fmt::Display for Decision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Decision::Allowed => "ALLOWED",
             Decision::ExplicitDeny => "EXPLICIT_DENY",
             Decision::ImplicitDeny => "IMPLICIT_DENY",

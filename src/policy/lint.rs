@@ -119,7 +119,8 @@ fn whole_type(text: &str) -> bool {
     if text == "*" {
         return true;
     }
-    let name = text.rsplit(':').next().unwrap_or_default();
+    // arn:PARTITION:iot:REGION:ACCOUNT:TYPE/NAME (variables in NAME may contain ':').
+    let name = text.splitn(6, ':').nth(5).unwrap_or_default();
     name == "*" || name.split_once('/').is_some_and(|(_, n)| n == "*")
 }
 
