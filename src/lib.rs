@@ -26,6 +26,7 @@
 //! - [`tui`]: the live dashboard of `thingswarm run` (ratatui): a pure `render(View)`, an
 //!   event loop on its own thread reading snapshots at 5 fps, a guard that restores the
 //!   terminal on every path.
+//! - [`expect`]: authorization probes: one device, one action, allow or deny, and the signal.
 //! - [`policy`]: AWS IoT Core policies offline: document model, evaluator, lint.
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
@@ -36,6 +37,7 @@
 pub mod broker;
 pub mod cli;
 pub mod cmd;
+pub mod expect;
 pub mod fleet;
 pub mod identity;
 pub mod limits;
