@@ -1,7 +1,8 @@
 //! Authorization probes against mosquitto started by each test (mTLS, loopback), with an
 //! acl_file (`pattern readwrite dt/%u/#`, the certificate CN as the username) and an observer
 //! allowed everything, for MQTT 3.1.1 and 5: allowed actions are seen as allowed, cross-device
-//! publish / subscribe / receive as denied, each with the signal, and a deliberately wrong
+//! publish / subscribe / receive as denied (and the same with the dynamic-security plugin,
+//! roles set up by the test), each with the signal, and a deliberately wrong
 //! expectation does not hold.
 
 use std::path::Path;
@@ -35,7 +36,49 @@ struct Setup {
     observer: Device,
 }
 
-fn setup(protocol: Protocol) -> Option<Setup> {
+/// How the broker authorizes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Authz {
+    AclFile,
+    DynamicSecurity,
+}
+
+/// The dynamic-security plugin of the mosquitto package.
+const DYNSEC_PLUGINS: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+];
+
+/// Roles equivalent to the acl_file: each device reads and writes `dt/<its id>/#`, the
+/// observer everything; everything else denied.
+fn dynsec_json() -> String {
+    let role = |name: &str, topic: &str| {
+        serde_json::json!({
+            "rolename": name,
+            "acls": [
+                {"acltype": "publishClientSend", "topic": topic, "allow": true},
+                {"acltype": "publishClientReceive", "topic": topic, "allow": true},
+                {"acltype": "subscribePattern", "topic": topic, "allow": true},
+                {"acltype": "unsubscribePattern", "topic": topic, "allow": true}
+            ]
+        })
+    };
+    let client = |name: &str| serde_json::json!({"username": name, "roles": [{"rolename": name}]});
+    serde_json::json!({
+        "defaultACLAccess": {
+            "publishClientSend": false,
+            "publishClientReceive": false,
+            "subscribe": false,
+            "unsubscribe": true
+        },
+        "clients": [client("dev-0"), client("dev-1"), client("observer-0")],
+        "groups": [],
+        "roles": [role("dev-0", "dt/dev-0/#"), role("dev-1", "dt/dev-1/#"), role("observer-0", "#")]
+    })
+    .to_string()
+}
+
+fn setup(protocol: Protocol, authz: Authz) -> Option<Setup> {
     install_crypto_provider();
     let plan = Plan::from_str(SCENARIO, Path::new("probes.toml"), &Overrides::default()).unwrap();
     let certs = tempfile::tempdir().unwrap();
@@ -51,7 +94,26 @@ fn setup(protocol: Protocol) -> Option<Setup> {
         "pattern readwrite dt/%u/#\n\nuser observer-0\ntopic readwrite #\n",
     )
     .unwrap();
-    let extra = format!("acl_file {}\n", acl.display());
+    let extra = match authz {
+        Authz::AclFile => format!("acl_file {}\n", acl.display()),
+        Authz::DynamicSecurity => {
+            let Some(plugin) = DYNSEC_PLUGINS.iter().find(|p| Path::new(p).exists()) else {
+                assert_ne!(
+                    std::env::var("CI").as_deref(),
+                    Ok("true"),
+                    "mosquitto's dynamic-security plugin is missing"
+                );
+                eprintln!("skipping: mosquitto_dynamic_security.so not found");
+                return None;
+            };
+            let json = acl_dir.path().join("dynamic-security.json");
+            std::fs::write(&json, dynsec_json()).unwrap();
+            format!(
+                "plugin {plugin}\nplugin_opt_config_file {}\n",
+                json.display()
+            )
+        }
+    };
     let roots = [fleets[0].root().clone(), fleets[1].root().clone()];
     let broker = match Mosquitto::start(&roots, &extra) {
         Ok(b) => b,
@@ -89,8 +151,10 @@ fn setup(protocol: Protocol) -> Option<Setup> {
     })
 }
 
-fn check(protocol: Protocol) {
-    let Some(s) = setup(protocol) else { return };
+fn check(protocol: Protocol, authz: Authz) {
+    let Some(s) = setup(protocol, authz) else {
+        return;
+    };
     let probe = |d: usize, action: Action, expected: Verdict| Probe {
         device: s.dev[d].clone(),
         action,
@@ -137,17 +201,33 @@ fn check(protocol: Protocol) {
         Protocol::V311 => assert_eq!(publish_denied, "PUBACK, not delivered within 1s"),
         Protocol::V5 => assert!(publish_denied.starts_with("PUBACK "), "{publish_denied}"),
     }
-    // acl_file grants the forbidden subscription and checks at delivery.
-    assert_eq!(results[5].signal, "SUBACK granted, not delivered within 1s");
-    assert_eq!(results[6].signal, "SUBACK granted, not delivered within 1s");
+    let sub_denied = match (authz, protocol) {
+        // acl_file grants the forbidden subscription and checks at delivery.
+        (Authz::AclFile, _) => "SUBACK granted, not delivered within 1s",
+        // dynamic security refuses it in the SUBACK.
+        (Authz::DynamicSecurity, Protocol::V311) => "SUBACK 0x80",
+        (Authz::DynamicSecurity, Protocol::V5) => "SUBACK refused (reason code >= 0x80)",
+    };
+    assert_eq!(results[5].signal, sub_denied);
+    assert_eq!(results[6].signal, sub_denied);
 }
 
 #[test]
 fn acl_file_v311() {
-    check(Protocol::V311);
+    check(Protocol::V311, Authz::AclFile);
 }
 
 #[test]
 fn acl_file_v5() {
-    check(Protocol::V5);
+    check(Protocol::V5, Authz::AclFile);
+}
+
+#[test]
+fn dynamic_security_v311() {
+    check(Protocol::V311, Authz::DynamicSecurity);
+}
+
+#[test]
+fn dynamic_security_v5() {
+    check(Protocol::V5, Authz::DynamicSecurity);
 }
