@@ -95,16 +95,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     } else {
         None
     };
+    // `[[expect]]` probes run after the load, each with its own short-lived sessions.
+    let probes = crate::expect::probes(&plan, &fleets, &endpoint)?;
     let wall = Instant::now();
-    let result = runtime.block_on(async {
+    let (result, probe_results) = runtime.block_on(async {
         crate::shutdown::on_ctrl_c(stop.clone());
         let progress = ui.is_none().then(|| tokio::spawn(progress_lines(rx)));
-        let result = fleet::run(&plan, fleets, endpoint, stop, tx).await;
+        let result = fleet::run(&plan, fleets, endpoint, stop.clone(), tx).await;
         if let Some(progress) = progress {
             progress.abort();
         }
-        result
+        let probed = if probes.is_empty() || result.interrupted {
+            None
+        } else {
+            eprintln!("expect      {} probe(s)", probes.len());
+            tokio::select! {
+                r = crate::expect::run_plan(&probes) => Some(r),
+                () = stop.cancelled() => None,
+            }
+        };
+        (result, probed)
     });
+    let interrupted = result.interrupted || (!probes.is_empty() && probe_results.is_none());
+    let expectations = probe_results.map(|r| crate::expect::ExpectationsReport::new(&plan, r));
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(broker);
 
@@ -116,7 +129,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         started_at: started_at
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
-        interrupted: result.interrupted,
+        interrupted,
         scenario: ScenarioEcho {
             name: plan.name.clone(),
             file: plan.source.display().to_string(),
@@ -165,12 +178,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             max_rss_bytes: usage.max_rss_bytes,
             includes_embedded_broker: matches!(plan.target, Target::Embedded),
         },
+        expectations,
     };
     report
         .write(&out)
         .with_context(|| format!("writing the report to {}", out.display()))?;
+    let expect_summary = report
+        .expectations
+        .as_ref()
+        .map(|e| e.summary())
+        .unwrap_or_default();
     let summary = format!(
-        "{}  report     {}\n",
+        "{expect_summary}{}  report     {}\n",
         report.summary(),
         out.join("report.json").display()
     );
@@ -182,7 +201,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     print!("{summary}");
 
-    if result.interrupted {
+    if interrupted {
         return Ok(Outcome::Interrupted);
     }
     let unreachable = totals.connects == 0
@@ -198,6 +217,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             out.join("report.json").display()
         ))
         .into());
+    }
+    if report
+        .expectations
+        .as_ref()
+        .is_some_and(|e| e.mismatches > 0)
+    {
+        return Ok(Outcome::Failed);
     }
     Ok(Outcome::Done)
 }

@@ -10,6 +10,8 @@
 //! broker lets read and write the topic publishes or subscribes, and the probe waits a bounded
 //! time for the message. Every wait is bounded; nothing here runs on the load path.
 
+mod run;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,8 @@ use tokio::time::{timeout_at, Instant};
 use crate::fleet::failure::Failure;
 use crate::fleet::session::{Seen, Session, SessionOptions};
 use crate::scenario::{Protocol, SubscribePlan};
+
+pub use run::{probes, run_plan, ExpectGroup, ExpectationsReport, GroupedResult};
 
 /// An action a device attempts.
 #[derive(Clone, Debug, PartialEq, Eq)]

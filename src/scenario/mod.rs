@@ -35,8 +35,7 @@
 //! protocol = "5"                   # optional override of [target].protocol
 //! ```
 //!
-//! Keys of capabilities that are not built yet (`publish`, `subscribe`, `[[expect]]`,
-//! `[slo]`, `[target].tls`, `[target].sni`, `[identity].subject`) are recognised and refused
+//! Keys of capabilities that are not built yet (`[slo]`, `[target].tls`, `[target].sni`, `[identity].subject`) are recognised and refused
 //! by name, never silently ignored; any other unknown key is an error at its line.
 //!
 //! # Run semantics
@@ -47,6 +46,7 @@
 //! `devices / rate`.
 
 mod error;
+mod expect;
 mod raw;
 pub mod traffic;
 mod values;
@@ -60,6 +60,7 @@ use toml::Spanned;
 
 pub use error::ScenarioError;
 use error::Source;
+pub use expect::{DeviceRef, ExpectPlan};
 use raw::{RawGroup, RawIdentity, RawScenario, RawTarget};
 pub use traffic::{PublishPlan, SubscribePlan};
 
@@ -102,6 +103,8 @@ pub struct Plan {
     /// Seed of payload generators and Poisson arrivals (`seed = N`; default 0): the same seed
     /// gives the same payloads and schedules.
     pub seed: u64,
+    /// Authorization expectations (`[[expect]]`), checked by probes after the load.
+    pub expect: Vec<ExpectPlan>,
 }
 
 /// Where devices connect.
@@ -291,13 +294,6 @@ fn validate(
     not_built(
         src,
         "",
-        "expect",
-        &raw.expect,
-        "policy expectations arrive with a later version",
-    )?;
-    not_built(
-        src,
-        "",
         "slo",
         &raw.slo,
         "SLO checks arrive with a later version",
@@ -310,6 +306,7 @@ fn validate(
         None => IdentityPlan::default(),
     };
     let groups = groups(src, raw.group.as_ref(), default_protocol)?;
+    let expect = expect::expectations(src, raw.expect.as_ref(), &groups)?;
     Ok(Plan {
         name,
         source: src.path.to_path_buf(),
@@ -319,6 +316,7 @@ fn validate(
         identity,
         groups,
         seed: raw.seed.unwrap_or(0),
+        expect,
     })
 }
 
