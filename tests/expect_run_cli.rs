@@ -54,6 +54,8 @@ observer = "observer-0"
 wait = "1s"
 "#;
 
+const ACL: &str = "pattern readwrite dt/%u/#\n\nuser observer-0\ntopic readwrite #\n";
+
 const WRONG: &str = r#"
 [[expect]]
 device = "dev-1"
@@ -65,7 +67,7 @@ wait = "1s"
 
 /// Runs the binary on `scenario` against a fresh mosquitto; None when mosquitto is missing
 /// outside CI.
-fn run(scenario: &str) -> Option<(assert_cmd::assert::Assert, serde_json::Value)> {
+fn run(scenario: &str, acl_text: &str) -> Option<(assert_cmd::assert::Assert, serde_json::Value)> {
     thingswarm::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("probes.toml");
@@ -74,11 +76,7 @@ fn run(scenario: &str) -> Option<(assert_cmd::assert::Assert, serde_json::Value)
     let plan = Plan::from_str(scenario, &file, &Overrides::default()).unwrap();
     let fleets = fleet::identities(&plan, &certs).unwrap();
     let acl = dir.path().join("acl");
-    std::fs::write(
-        &acl,
-        "pattern readwrite dt/%u/#\n\nuser observer-0\ntopic readwrite #\n",
-    )
-    .unwrap();
+    std::fs::write(&acl, acl_text).unwrap();
     let roots = [fleets[0].0.root().clone(), fleets[1].0.root().clone()];
     let broker = match Mosquitto::start(&roots, &format!("acl_file {}\n", acl.display())) {
         Ok(b) => b,
@@ -113,7 +111,7 @@ fn run(scenario: &str) -> Option<(assert_cmd::assert::Assert, serde_json::Value)
 
 fn check(protocol: &str) {
     let scenario = SCENARIO.replace("PROTOCOL", protocol);
-    let Some((assert, report)) = run(&scenario) else {
+    let Some((assert, report)) = run(&scenario, ACL) else {
         return;
     };
     assert.success().stdout(predicate::str::contains(
@@ -136,7 +134,7 @@ fn check(protocol: &str) {
     assert_eq!(signals[3], "SUBACK granted, not delivered within 1s");
 
     let wrong = format!("{scenario}{WRONG}");
-    let Some((assert, report)) = run(&wrong) else {
+    let Some((assert, report)) = run(&wrong, ACL) else {
         return;
     };
     assert
@@ -159,4 +157,17 @@ fn run_expectations_v311() {
 #[test]
 fn run_expectations_v5() {
     check("5");
+}
+
+#[test]
+fn shipped_policy_denials_scenario_holds_against_its_acl() {
+    let text = std::fs::read_to_string("scenarios/policy-denials.toml").unwrap();
+    let acl = std::fs::read_to_string("scenarios/policy-denials.acl").unwrap();
+    let Some((assert, report)) = run(&text, &acl) else {
+        return;
+    };
+    assert.success().stdout(predicate::str::contains(
+        "expectations 18 checked, 18 held, 0 MISMATCHED",
+    ));
+    assert_eq!(report["expectations"]["groups"][0]["group"], "sensors");
 }
