@@ -171,3 +171,69 @@ fn shipped_policy_denials_scenario_holds_against_its_acl() {
     ));
     assert_eq!(report["expectations"]["groups"][0]["group"], "sensors");
 }
+
+/// `[policy]`: the expectation matrix comes from an AWS IoT policy (each device its own
+/// `dt/<client id>/*`); a broker configured the same way agrees, one that lets every device
+/// read and write everything is caught (exit 1).
+fn policy_scenario() -> String {
+    let policy = format!(
+        "{}/tests/fixtures/policy/per-device.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    format!(
+        r#"
+name = "policy-matrix"
+duration = "1s"
+
+[[group]]
+name = "dev"
+devices = 2
+client_id = "dev-{{index}}"
+
+[[group]]
+name = "observer"
+devices = 1
+client_id = "observer-{{index}}"
+
+[policy]
+files = [{policy:?}]
+arn = "arn:aws:iot:us-east-1:123456789012"
+group = "dev"
+topics = ["dt/{{client_id}}/temp", "dt/{{other_client_id}}/temp"]
+observer = "observer-0"
+wait = "1s"
+"#
+    )
+}
+
+#[test]
+fn policy_matrix_agrees_with_a_matching_broker() {
+    let Some((assert, report)) = run(&policy_scenario(), ACL) else {
+        return;
+    };
+    assert.success().stdout(predicate::str::contains(
+        "expectations 14 checked, 14 held, 0 MISMATCHED",
+    ));
+    let results = report["expectations"]["results"].as_array().unwrap();
+    let denied = results.iter().filter(|r| r["expected"] == "deny").count();
+    assert_eq!(
+        denied, 6,
+        "the neighbour's publish/subscribe/receive, per device"
+    );
+}
+
+#[test]
+fn policy_matrix_catches_a_broker_that_differs() {
+    let too_open = "pattern readwrite #\n";
+    let Some((assert, _)) = run(&policy_scenario(), too_open) else {
+        return;
+    };
+    assert
+        .code(1)
+        .stdout(predicate::str::contains(
+            "expectations 14 checked, 8 held, 6 MISMATCHED",
+        ))
+        .stdout(predicate::str::contains(
+            "MISMATCH dev-0 publish dt/dev-1/temp: expected deny, observed allow (PUBACK, delivered)",
+        ));
+}

@@ -282,3 +282,169 @@ pub(super) fn expectations(
     }
     Ok(out)
 }
+
+/// `[policy]` as written: AWS IoT policy files as the source of expectations.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    files: Spanned<Vec<Spanned<std::path::PathBuf>>>,
+    arn: Spanned<String>,
+    group: Spanned<String>,
+    topics: Spanned<Vec<Spanned<String>>>,
+    observer: Spanned<String>,
+    limit: Option<Spanned<u64>>,
+    wait: Option<Spanned<String>>,
+}
+
+/// The expectation matrix from `[policy]`: for the first `limit` devices of `group`, connect,
+/// and publish / subscribe / receive on each topic template, each expected as the AWS IoT
+/// policy evaluator ([`crate::policy`]) decides for that device (context: client id and
+/// certificate CommonName = the device's client id). A device that may not connect is denied
+/// everything; receiving needs both `iot:Subscribe` on the topic as a filter and
+/// `iot:Receive`; a subscription is checked by a delivery, so it needs `iot:Receive` on a
+/// topic inside the filter too.
+pub(super) fn from_policy(
+    src: &Source<'_>,
+    raw: Option<&Spanned<RawPolicy>>,
+    groups: &[GroupPlan],
+) -> Result<Vec<ExpectPlan>, ScenarioError> {
+    use crate::policy::{evaluate, Context, Decision, Policy};
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let r = raw.get_ref();
+    let mut policies = Vec::new();
+    for f in r.files.get_ref() {
+        let path = src.resolve(f.get_ref());
+        let p = Policy::load(&path)
+            .map_err(|e| src.at(f.span().start, format!("policy.files: {e}")))?;
+        policies.push(p);
+    }
+    if policies.is_empty() {
+        return Err(src.at(
+            r.files.span().start,
+            "policy.files: empty (expected at least one AWS IoT policy JSON file)",
+        ));
+    }
+    let arn = r.arn.get_ref().trim_end_matches(':');
+    let fields: Vec<&str> = arn.split(':').collect();
+    if fields.len() != 5 || fields[0] != "arn" || fields[2] != "iot" {
+        return Err(src.at(
+            r.arn.span().start,
+            format!(
+                "policy.arn: {:?} is not an ARN prefix (expected \"arn:aws:iot:REGION:ACCOUNT\")",
+                r.arn.get_ref()
+            ),
+        ));
+    }
+    let Some(gi) = groups.iter().position(|g| &g.name == r.group.get_ref()) else {
+        return Err(src.at(
+            r.group.span().start,
+            format!(
+                "policy.group: {:?} is not the name of a [[group]]",
+                r.group.get_ref()
+            ),
+        ));
+    };
+    let observer = find(groups, r.observer.get_ref()).ok_or_else(|| {
+        src.at(
+            r.observer.span().start,
+            format!(
+                "policy.observer: {:?} is not a client id of any group (expected a device the broker lets read and write the topics)",
+                r.observer.get_ref()
+            ),
+        )
+    })?;
+    let wait = match &r.wait {
+        Some(w) => super::duration(src, "policy.wait", w)?,
+        None => Duration::from_secs(2),
+    };
+    let plan = &groups[gi];
+    let limit = match &r.limit {
+        Some(l) if *l.get_ref() == 0 || *l.get_ref() as usize > MAX_PROBES => {
+            return Err(src.at(
+                l.span().start,
+                format!(
+                    "policy.limit: {} is out of range (expected 1..={MAX_PROBES})",
+                    l.get_ref()
+                ),
+            ))
+        }
+        Some(l) => *l.get_ref(),
+        None => DEFAULT_LIMIT,
+    };
+    let mut topics = Vec::new();
+    for t in r.topics.get_ref() {
+        let tpl = Template::parse(t.get_ref(), &["client_id", "other_client_id"])
+            .map_err(|m| src.at(t.span().start, format!("policy.topics: {m}")))?;
+        if t.get_ref().is_empty() || t.get_ref().contains(['+', '#']) {
+            return Err(src.at(
+                t.span().start,
+                format!("policy.topics: {:?} is not a topic (expected a non-empty topic without + or #)", t.get_ref()),
+            ));
+        }
+        if tpl.uses("other_client_id") && plan.devices < 2 {
+            return Err(src.at(
+                t.span().start,
+                "policy.topics: {other_client_id} needs a group with at least 2 devices",
+            ));
+        }
+        topics.push(tpl);
+    }
+    let mut out = Vec::new();
+    for i in 0..plan.devices.min(limit) {
+        let client_id = plan.client_id.render_index(i);
+        let other = plan.client_id.render_index((i + 1) % plan.devices);
+        let mut ctx = Context {
+            client_id: Some(client_id.clone()),
+            ..Context::default()
+        };
+        ctx.certificate
+            .subject
+            .insert("CommonName".into(), client_id.clone());
+        let allowed = |action: &str, resource: String| {
+            evaluate(&policies, &ctx, action, &format!("{arn}:{resource}")).decision
+                == Decision::Allowed
+        };
+        let verdict = |ok: bool| if ok { Verdict::Allow } else { Verdict::Deny };
+        let connect = allowed("iot:Connect", format!("client/{client_id}"));
+        let dev = DeviceRef {
+            group: gi,
+            index: i,
+            client_id: client_id.clone(),
+        };
+        let mut push = |action: Action, ok: bool| {
+            out.push(ExpectPlan {
+                device: dev.clone(),
+                action,
+                outcome: verdict(ok),
+                observer: Some(observer.clone()),
+                wait,
+            })
+        };
+        push(Action::Connect, connect);
+        for tpl in &topics {
+            let mut topic = String::new();
+            tpl.render_into(&mut topic, |name| match name {
+                "client_id" => Value::Text(&client_id),
+                _ => Value::Text(&other),
+            });
+            let publish = allowed("iot:Publish", format!("topic/{topic}"));
+            let subscribe = allowed("iot:Subscribe", format!("topicfilter/{topic}"));
+            let receive = allowed("iot:Receive", format!("topic/{topic}"));
+            push(Action::Publish(topic.clone()), connect && publish);
+            push(
+                Action::Subscribe(topic.clone()),
+                connect && subscribe && receive,
+            );
+            push(Action::Receive(topic), connect && subscribe && receive);
+        }
+    }
+    if out.len() > MAX_PROBES {
+        return Err(src.at(
+            raw.span().start,
+            format!("policy: the matrix has {} probes (expected at most {MAX_PROBES}; lower limit or topics)", out.len()),
+        ));
+    }
+    Ok(out)
+}

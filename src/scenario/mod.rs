@@ -306,7 +306,8 @@ fn validate(
         None => IdentityPlan::default(),
     };
     let groups = groups(src, raw.group.as_ref(), default_protocol)?;
-    let expect = expect::expectations(src, raw.expect.as_ref(), &groups)?;
+    let mut expect = expect::expectations(src, raw.expect.as_ref(), &groups)?;
+    expect.extend(expect::from_policy(src, raw.policy.as_ref(), &groups)?);
     Ok(Plan {
         name,
         source: src.path.to_path_buf(),

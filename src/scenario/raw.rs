@@ -25,6 +25,8 @@ pub(super) struct RawScenario {
     pub seed: Option<u64>,
     /// Policy expectations (`[[expect]]`).
     pub expect: Option<Spanned<Vec<Spanned<super::expect::RawExpect>>>>,
+    /// AWS IoT policies as the source of expectations (`[policy]`).
+    pub policy: Option<Spanned<super::expect::RawPolicy>>,
     /// Service-level objectives: not built yet.
     pub slo: Option<Spanned<IgnoredAny>>,
 }
