@@ -270,7 +270,7 @@ fn connect_target(
     fleets: &[Arc<crate::identity::Fleet>],
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     match &plan.target {
-        Target::Embedded => embedded(fleets),
+        Target::Embedded => embedded(fleets, plan.policy.clone()),
         Target::Broker {
             host,
             port,
@@ -313,6 +313,7 @@ fn connect_target(
 #[cfg(feature = "embedded-broker")]
 fn embedded(
     fleets: &[Arc<crate::identity::Fleet>],
+    policy: Option<Arc<crate::policy::PolicySet>>,
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     use crate::broker::{BrokerConfig, EmbeddedBroker};
     let mut roots = Vec::new();
@@ -321,10 +322,13 @@ fn embedded(
             roots.push(root.clone());
         }
     }
-    let broker = EmbeddedBroker::start(BrokerConfig {
-        port: 0,
-        client_roots: roots,
-    })
+    let broker = EmbeddedBroker::start_with_policy(
+        BrokerConfig {
+            port: 0,
+            client_roots: roots,
+        },
+        policy,
+    )
     .map_err(|e| TargetError(format!("embedded broker: {e}")))?;
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der())?;
     let info = TargetInfo {
@@ -338,6 +342,7 @@ fn embedded(
 #[cfg(not(feature = "embedded-broker"))]
 fn embedded(
     _: &[Arc<crate::identity::Fleet>],
+    _: Option<Arc<crate::policy::PolicySet>>,
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     Err(BadInput(
         "this scenario has no [target] and this build has no embedded broker (cargo feature `embedded-broker`); pass --target mqtts://HOST:PORT --server-ca PEM".into(),

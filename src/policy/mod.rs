@@ -18,3 +18,29 @@ pub use pattern::{CertificateFields, Context, Pattern, ResourcePattern};
 
 #[cfg(test)]
 mod tests;
+
+/// The policies a scenario attaches to every device, and the `arn:aws:iot:REGION:ACCOUNT`
+/// prefix their resources use: what the embedded broker enforces and `[policy]` expects.
+#[derive(Clone, Debug)]
+pub struct PolicySet {
+    /// The policy documents (unioned).
+    pub policies: Vec<Policy>,
+    /// `arn:aws:iot:REGION:ACCOUNT`, without the trailing `:`.
+    pub arn: String,
+}
+
+impl PolicySet {
+    /// Whether `client_id` (also its certificate CN) may do `action` on `kind/name`
+    /// (`client/ID`, `topic/T`, `topicfilter/F`).
+    pub fn allows(&self, client_id: &str, action: &str, kind: &str, name: &str) -> bool {
+        let mut ctx = Context {
+            client_id: Some(client_id.to_owned()),
+            ..Context::default()
+        };
+        ctx.certificate
+            .subject
+            .insert("CommonName".into(), client_id.to_owned());
+        let resource = format!("{}:{kind}/{name}", self.arn);
+        evaluate(&self.policies, &ctx, action, &resource).decision == Decision::Allowed
+    }
+}

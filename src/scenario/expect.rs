@@ -19,6 +19,7 @@ use toml::Spanned;
 use super::error::Source;
 use super::{GroupPlan, ScenarioError};
 use crate::expect::{Action, Verdict};
+use crate::policy::PolicySet;
 use crate::template::{Template, Value};
 
 /// Most probes one scenario may expand to (each takes up to a few seconds).
@@ -307,10 +308,10 @@ pub(super) fn from_policy(
     src: &Source<'_>,
     raw: Option<&Spanned<RawPolicy>>,
     groups: &[GroupPlan],
-) -> Result<Vec<ExpectPlan>, ScenarioError> {
-    use crate::policy::{evaluate, Context, Decision, Policy};
+) -> Result<(Vec<ExpectPlan>, Option<std::sync::Arc<PolicySet>>), ScenarioError> {
+    use crate::policy::Policy;
     let Some(raw) = raw else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     let r = raw.get_ref();
     let mut policies = Vec::new();
@@ -391,20 +392,17 @@ pub(super) fn from_policy(
         }
         topics.push(tpl);
     }
+    let set = PolicySet {
+        policies,
+        arn: arn.to_owned(),
+    };
     let mut out = Vec::new();
     for i in 0..plan.devices.min(limit) {
         let client_id = plan.client_id.render_index(i);
         let other = plan.client_id.render_index((i + 1) % plan.devices);
-        let mut ctx = Context {
-            client_id: Some(client_id.clone()),
-            ..Context::default()
-        };
-        ctx.certificate
-            .subject
-            .insert("CommonName".into(), client_id.clone());
         let allowed = |action: &str, resource: String| {
-            evaluate(&policies, &ctx, action, &format!("{arn}:{resource}")).decision
-                == Decision::Allowed
+            let (kind, name) = resource.split_once('/').unwrap_or_default();
+            set.allows(&client_id, action, kind, name)
         };
         let verdict = |ok: bool| if ok { Verdict::Allow } else { Verdict::Deny };
         let connect = allowed("iot:Connect", format!("client/{client_id}"));
@@ -446,5 +444,5 @@ pub(super) fn from_policy(
             format!("policy: the matrix has {} probes (expected at most {MAX_PROBES}; lower limit or topics)", out.len()),
         ));
     }
-    Ok(out)
+    Ok((out, Some(std::sync::Arc::new(set))))
 }

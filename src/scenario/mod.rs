@@ -105,6 +105,8 @@ pub struct Plan {
     pub seed: u64,
     /// Authorization expectations (`[[expect]]`), checked by probes after the load.
     pub expect: Vec<ExpectPlan>,
+    /// `[policy]`: the AWS IoT policies every device has (the embedded broker enforces them).
+    pub policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
 }
 
 /// Where devices connect.
@@ -307,7 +309,8 @@ fn validate(
     };
     let groups = groups(src, raw.group.as_ref(), default_protocol)?;
     let mut expect = expect::expectations(src, raw.expect.as_ref(), &groups)?;
-    expect.extend(expect::from_policy(src, raw.policy.as_ref(), &groups)?);
+    let (from_policy, policy) = expect::from_policy(src, raw.policy.as_ref(), &groups)?;
+    expect.extend(from_policy);
     Ok(Plan {
         name,
         source: src.path.to_path_buf(),
@@ -318,6 +321,7 @@ fn validate(
         groups,
         seed: raw.seed.unwrap_or(0),
         expect,
+        policy,
     })
 }
 
