@@ -53,6 +53,7 @@ fn check(protocol: Protocol) {
     let policy = PolicySet {
         policies: vec![Policy::parse("policy.json", &POLICY.replace("ARN", ARN)).unwrap()],
         arn: ARN.into(),
+        unrestricted: vec![],
     };
     let broker = EmbeddedBroker::start_with_policy(
         BrokerConfig {

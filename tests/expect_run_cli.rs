@@ -237,3 +237,27 @@ fn policy_matrix_catches_a_broker_that_differs() {
             "MISMATCH dev-0 publish dt/dev-1/temp: expected deny, observed allow (PUBACK, delivered)",
         ));
 }
+
+/// The same `[policy]` scenario with no target: the embedded broker enforces the policy (the
+/// observer unrestricted) and the probes agree, with zero set-up.
+#[test]
+fn policy_matrix_holds_on_the_embedded_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, policy_scenario()).unwrap();
+    Command::cargo_bin("thingswarm")
+        .unwrap()
+        .arg("run")
+        .arg(&file)
+        .arg("--certs-dir")
+        .arg(dir.path().join("certs"))
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--no-tui")
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "expectations 14 checked, 14 held, 0 MISMATCHED",
+        ));
+}

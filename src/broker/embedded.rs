@@ -81,7 +81,8 @@ impl EmbeddedBroker {
     /// (CONNACK not authorized), SUBSCRIBE refused in the SUBACK (0x80 / 0x87), PUBLISH refused
     /// with PUBACK 0x87 on MQTT 5 and by closing the connection on 3.1.1, and messages a
     /// device may not receive silently not delivered. So a developer checks a policy with no
-    /// broker set-up. The policy variables see the client id (= certificate CN).
+    /// broker set-up. The policy variables see the client id (= certificate CN); the set's
+    /// `unrestricted` devices (the observer) are not restricted.
     pub fn start_with_policy(
         cfg: BrokerConfig,
         policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
@@ -296,7 +297,7 @@ impl CnIsClientId {
         let connect_allowed = self
             .policy
             .as_ref()
-            .is_none_or(|p| p.allows(id, "iot:Connect", "client", id));
+            .is_none_or(|p| p.enforce(id, "iot:Connect", "client", id));
         Some(if cn == Some(id) && connect_allowed {
             AuthResult::Allow(false, None)
         } else {
@@ -328,7 +329,7 @@ impl Handler for PolicyHook {
                 Parameter::ClientSubscribeCheckAcl(s, sub) => {
                     let id: &str = s.id.client_id.as_ref();
                     let filter: &str = sub.topic_filter.as_ref();
-                    if p.allows(id, "iot:Subscribe", "topicfilter", filter) {
+                    if p.enforce(id, "iot:Subscribe", "topicfilter", filter) {
                         (true, acc)
                     } else {
                         let refused = SubscribeAclResult::new_failure(
@@ -340,7 +341,7 @@ impl Handler for PolicyHook {
                 Parameter::MessagePublishCheckAcl(s, publish) => {
                     let id: &str = s.id.client_id.as_ref();
                     let topic: &str = publish.topic.as_ref();
-                    if p.allows(id, "iot:Publish", "topic", topic) {
+                    if p.enforce(id, "iot:Publish", "topic", topic) {
                         (true, acc)
                     } else {
                         // AWS IoT Core: PUBACK 0x87 on MQTT 5, the connection closed on 3.1.1.
@@ -352,7 +353,7 @@ impl Handler for PolicyHook {
                 Parameter::MessageExpiryCheck(s, _, publish) => {
                     let id: &str = s.id.client_id.as_ref();
                     let topic: &str = publish.topic.as_ref();
-                    if p.allows(id, "iot:Receive", "topic", topic) {
+                    if p.enforce(id, "iot:Receive", "topic", topic) {
                         (true, acc)
                     } else {
                         // Dropped before delivery, silently, as AWS IoT does.

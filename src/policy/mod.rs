@@ -27,12 +27,26 @@ pub struct PolicySet {
     pub policies: Vec<Policy>,
     /// `arn:aws:iot:REGION:ACCOUNT`, without the trailing `:`.
     pub arn: String,
+    /// Client ids the embedded broker does not restrict: the scenario's observer, which on
+    /// AWS would be another principal with its own policy.
+    pub unrestricted: Vec<String>,
 }
 
 impl PolicySet {
     /// Whether `client_id` (also its certificate CN) may do `action` on `kind/name`
     /// (`client/ID`, `topic/T`, `topicfilter/F`).
     pub fn allows(&self, client_id: &str, action: &str, kind: &str, name: &str) -> bool {
+        self.decide(client_id, action, kind, name)
+    }
+
+    /// What the embedded broker enforces: [`allows`](PolicySet::allows), except that
+    /// `unrestricted` devices may do anything.
+    pub fn enforce(&self, client_id: &str, action: &str, kind: &str, name: &str) -> bool {
+        self.unrestricted.iter().any(|u| u == client_id)
+            || self.decide(client_id, action, kind, name)
+    }
+
+    fn decide(&self, client_id: &str, action: &str, kind: &str, name: &str) -> bool {
         let mut ctx = Context {
             client_id: Some(client_id.to_owned()),
             ..Context::default()

@@ -303,7 +303,8 @@ pub(super) struct RawPolicy {
 /// certificate CommonName = the device's client id). A device that may not connect is denied
 /// everything; receiving needs both `iot:Subscribe` on the topic as a filter and
 /// `iot:Receive`; a subscription is checked by a delivery, so it needs `iot:Receive` on a
-/// topic inside the filter too.
+/// topic inside the filter too. The embedded broker enforces the policies on every device but
+/// the observer.
 pub(super) fn from_policy(
     src: &Source<'_>,
     raw: Option<&Spanned<RawPolicy>>,
@@ -395,6 +396,7 @@ pub(super) fn from_policy(
     let set = PolicySet {
         policies,
         arn: arn.to_owned(),
+        unrestricted: vec![observer.client_id.clone()],
     };
     let mut out = Vec::new();
     for i in 0..plan.devices.min(limit) {
