@@ -309,6 +309,7 @@ pub(super) fn from_policy(
     src: &Source<'_>,
     raw: Option<&Spanned<RawPolicy>>,
     groups: &[GroupPlan],
+    already: usize,
 ) -> Result<(Vec<ExpectPlan>, Option<std::sync::Arc<PolicySet>>), ScenarioError> {
     use crate::policy::Policy;
     let Some(raw) = raw else {
@@ -440,10 +441,10 @@ pub(super) fn from_policy(
             push(Action::Receive(topic), connect && subscribe && receive);
         }
     }
-    if out.len() > MAX_PROBES {
+    if out.len() + already > MAX_PROBES {
         return Err(src.at(
             raw.span().start,
-            format!("policy: the matrix has {} probes (expected at most {MAX_PROBES}; lower limit or topics)", out.len()),
+            format!("policy: the matrix has {} probes beside {already} from [[expect]] (expected at most {MAX_PROBES}; lower limit or topics)", out.len()),
         ));
     }
     Ok((out, Some(std::sync::Arc::new(set))))

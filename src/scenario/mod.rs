@@ -309,7 +309,8 @@ fn validate(
     };
     let groups = groups(src, raw.group.as_ref(), default_protocol)?;
     let mut expect = expect::expectations(src, raw.expect.as_ref(), &groups)?;
-    let (from_policy, policy) = expect::from_policy(src, raw.policy.as_ref(), &groups)?;
+    let (from_policy, policy) =
+        expect::from_policy(src, raw.policy.as_ref(), &groups, expect.len())?;
     expect.extend(from_policy);
     Ok(Plan {
         name,
