@@ -33,8 +33,9 @@ pub enum Command {
     /// A fault-injecting TCP proxy on loopback (delay, jitter, stall, resets, bandwidth), to
     /// put between devices and a broker.
     Proxy(ProxyArgs),
-    /// Evaluate AWS IoT policies offline. [not built yet]
-    Policy(NotBuilt),
+    /// AWS IoT Core policies offline: evaluate requests (like TestAuthorization) and lint.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Compare two reports for regressions. [not built yet]
     Compare(NotBuilt),
     /// Merge shard reports. [not built yet]
@@ -49,6 +50,60 @@ pub struct NotBuilt {
     /// Ignored: the command is not built yet.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub args: Vec<String>,
+}
+
+/// `thingswarm policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Answer ALLOWED / EXPLICIT_DENY / IMPLICIT_DENY for action/resource requests, naming the
+    /// deciding statement. Exit 1 when a request's `expect` differs.
+    Eval(PolicyEvalArgs),
+    /// Warn about known traps (Deny bypassed by an MQTT wildcard subscription, MQTT wildcards
+    /// in Deny, over-broad `iot:*` / `*`). The files are linted as one principal's policies.
+    /// Exit 1 when there are warnings.
+    Lint {
+        /// Policy documents (JSON).
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+/// `thingswarm policy eval`
+#[derive(Debug, Args)]
+pub struct PolicyEvalArgs {
+    /// A policy document attached to the principal (JSON); repeat for more (they are unioned).
+    #[arg(long = "policy", value_name = "FILE", required = true)]
+    pub policies: Vec<PathBuf>,
+    /// The principal's context (JSON: client_id, thing_name, thing_type_name,
+    /// thing_attributes, certificate.subject / certificate.issuer fields, certificate.
+    /// serial_number); policy variables without a value stay literal.
+    #[arg(long, value_name = "FILE")]
+    pub context: Option<PathBuf>,
+    /// The action of a single request, e.g. iot:Publish.
+    #[arg(long, requires = "resource", conflicts_with = "requests")]
+    pub action: Option<String>,
+    /// The resource ARN of a single request, e.g. arn:aws:iot:us-east-1:123456789012:topic/a.
+    #[arg(long, value_name = "ARN", requires = "action")]
+    pub resource: Option<String>,
+    /// A JSON list of requests: [{"action": ..., "resource": ..., "expect"?: "ALLOWED" |
+    /// "EXPLICIT_DENY" | "IMPLICIT_DENY"}].
+    #[arg(long, value_name = "FILE", required_unless_present = "action")]
+    pub requests: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// How an offline command prints its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One line per item, for people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
 }
 
 /// `thingswarm run SCENARIO`

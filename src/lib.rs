@@ -29,6 +29,8 @@
 //!   terminal on every path.
 //! - [`proxy`]: a fault-injecting TCP proxy (delay, stall, reset, bandwidth) that checks the
 //!   figures against a known truth.
+//! - [`expect`]: authorization probes: one device, one action, allow or deny, and the signal.
+//! - [`policy`]: AWS IoT Core policies offline: document model, evaluator, lint.
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
 //!
@@ -38,9 +40,11 @@
 pub mod broker;
 pub mod cli;
 pub mod cmd;
+pub mod expect;
 pub mod fleet;
 pub mod identity;
 pub mod limits;
+pub mod policy;
 pub mod prometheus;
 pub mod proxy;
 pub mod report;

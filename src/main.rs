@@ -7,6 +7,7 @@ use thingswarm::broker::BrokerError;
 use thingswarm::cli::{Cli, Command};
 use thingswarm::cmd::{self, BadInput, FeatureMissing, NotBuiltYet, Outcome, TargetError};
 use thingswarm::identity::IdentityError;
+use thingswarm::policy::PolicyError;
 use thingswarm::scenario::ScenarioError;
 use thingswarm::template::TemplateError;
 
@@ -20,6 +21,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<BadInput>()
             || cause.is::<NotBuiltYet>()
             || cause.is::<FeatureMissing>()
+            || cause.is::<PolicyError>()
         {
             return 2;
         }
@@ -39,7 +41,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Certs(_) | Command::Check(_)) {
+    if matches!(
+        cli.command,
+        Command::Certs(_) | Command::Check(_) | Command::Policy(_)
+    ) {
         // Offline commands die quietly on a closed pipe (`thingswarm certs list | head`) like
         // other Unix tools instead of panicking in println!. Never for commands with sockets:
         // a peer closing a connection would then kill the process (rmqtt writes with plain

@@ -63,3 +63,20 @@ fn check_insecure_with_embedded_target_exits_2() {
             "--insecure applies to an external --target only",
         ));
 }
+
+#[test]
+fn check_lists_expectations() {
+    let certs = tempfile::tempdir().unwrap();
+    Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args(["check", "scenarios/policy-denials.toml", "--certs-dir"])
+        .arg(certs.path())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "expectations (18 probe(s) after the load)",
+        ))
+        .stdout(predicate::str::contains(
+            "sensor-02 publish dt/sensor-00/temperature: deny (observer monitor-0)",
+        ));
+}

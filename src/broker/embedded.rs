@@ -73,6 +73,20 @@ impl EmbeddedBroker {
     /// threads). Fails with a one-line [`BrokerError`] when no client root is given, the port
     /// is taken, or a certificate file cannot be written.
     pub fn start(cfg: BrokerConfig) -> Result<EmbeddedBroker, BrokerError> {
+        EmbeddedBroker::start_with_policy(cfg, None)
+    }
+
+    /// Like [`start`](EmbeddedBroker::start), and when `policy` is given, enforces those AWS
+    /// IoT policies on every device the way AWS IoT Core signals denials: CONNECT refused
+    /// (CONNACK not authorized), SUBSCRIBE refused in the SUBACK (0x80 / 0x87), PUBLISH refused
+    /// with PUBACK 0x87 on MQTT 5 and by closing the connection on 3.1.1, and messages a
+    /// device may not receive silently not delivered. So a developer checks a policy with no
+    /// broker set-up. The policy variables see the client id (= certificate CN); the set's
+    /// `unrestricted` devices (the observer) are not restricted.
+    pub fn start_with_policy(
+        cfg: BrokerConfig,
+        policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
+    ) -> Result<EmbeddedBroker, BrokerError> {
         crate::tls::install_crypto_provider();
         let want = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
         let dir = private_temp_dir("thingswarm-broker-")?;
@@ -95,7 +109,7 @@ impl EmbeddedBroker {
                 .busy_check_enable(false)
                 .build()
                 .await;
-            register_auth_hook(&scx).await;
+            register_auth_hook(&scx, policy).await;
             // Bind inside the runtime: rmqtt registers the socket with the current reactor.
             let listener = match listener.bind().and_then(|l| l.tls()) {
                 Ok(l) => l,
@@ -231,11 +245,30 @@ fn listener(addr: SocketAddr, server: &ServerIdentity, client_roots: &Path) -> B
 
 /// Registers [`CnIsClientId`] for `ClientAuthenticate`. rmqtt registers handlers disabled:
 /// `start()` enables them.
-async fn register_auth_hook(scx: &ServerContext) {
+async fn register_auth_hook(
+    scx: &ServerContext,
+    policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
+) {
     let register = scx.extends.hook_mgr().register();
     register
-        .add(Type::ClientAuthenticate, Box::new(CnIsClientId))
+        .add(
+            Type::ClientAuthenticate,
+            Box::new(CnIsClientId {
+                policy: policy.clone(),
+            }),
+        )
         .await;
+    if let Some(policy) = policy {
+        for typ in [
+            Type::ClientSubscribeCheckAcl,
+            Type::MessagePublishCheckAcl,
+            Type::MessageExpiryCheck,
+        ] {
+            register
+                .add(typ, Box::new(PolicyHook(policy.clone())))
+                .await;
+        }
+    }
     register.start().await;
 }
 
@@ -249,18 +282,86 @@ async fn register_auth_hook(scx: &ServerContext) {
 ///
 /// The policy issue adds `ClientSubscribeCheckAcl` / `MessagePublishCheckAcl` handlers beside
 /// this one.
-struct CnIsClientId;
+struct CnIsClientId {
+    /// With a scenario's `[policy]`: `iot:Connect` on `client/<client id>` must be allowed too.
+    policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
+}
 
 impl CnIsClientId {
-    fn verdict(param: &Parameter<'_>) -> Option<AuthResult> {
+    fn verdict(&self, param: &Parameter<'_>) -> Option<AuthResult> {
         let Parameter::ClientAuthenticate(connect) = param else {
             return None;
         };
         let cn = connect.cert().and_then(|c| c.common_name.as_deref());
-        Some(if cn == Some(connect.client_id().as_ref()) {
+        let id: &str = connect.client_id().as_ref();
+        let connect_allowed = self
+            .policy
+            .as_ref()
+            .is_none_or(|p| p.enforce(id, "iot:Connect", "client", id));
+        Some(if cn == Some(id) && connect_allowed {
             AuthResult::Allow(false, None)
         } else {
             AuthResult::NotAuthorized
+        })
+    }
+}
+
+/// A scenario's AWS IoT policies on subscribe, publish and delivery (see
+/// [`EmbeddedBroker::start_with_policy`]). Evaluating a policy allocates; it runs only when a
+/// scenario gives `[policy]`, a correctness check rather than a load test.
+struct PolicyHook(std::sync::Arc<crate::policy::PolicySet>);
+
+impl Handler for PolicyHook {
+    fn hook<'s, 'p, 'fut>(
+        &'s self,
+        param: &'p Parameter<'_>,
+        acc: Option<HookResult>,
+    ) -> Pin<Box<dyn Future<Output = ReturnType> + Send + 'fut>>
+    where
+        's: 'fut,
+        'p: 'fut,
+        Self: 'fut,
+    {
+        use rmqtt::types::{PublishAclResult, SubscribeAclResult};
+        let p = &self.0;
+        Box::pin(async move {
+            match param {
+                Parameter::ClientSubscribeCheckAcl(s, sub) => {
+                    let id: &str = s.id.client_id.as_ref();
+                    let filter: &str = sub.topic_filter.as_ref();
+                    if p.enforce(id, "iot:Subscribe", "topicfilter", filter) {
+                        (true, acc)
+                    } else {
+                        let refused = SubscribeAclResult::new_failure(
+                            rmqtt::codec::v5::SubscribeAckReason::NotAuthorized,
+                        );
+                        (false, Some(HookResult::SubscribeAclResult(refused)))
+                    }
+                }
+                Parameter::MessagePublishCheckAcl(s, publish) => {
+                    let id: &str = s.id.client_id.as_ref();
+                    let topic: &str = publish.topic.as_ref();
+                    if p.enforce(id, "iot:Publish", "topic", topic) {
+                        (true, acc)
+                    } else {
+                        // AWS IoT Core: PUBACK 0x87 on MQTT 5, the connection closed on 3.1.1.
+                        let v5 = s.protocol().await.is_ok_and(|v| v == 5);
+                        let refused = PublishAclResult::rejected(!v5, None);
+                        (false, Some(HookResult::PublishAclResult(refused)))
+                    }
+                }
+                Parameter::MessageExpiryCheck(s, _, publish) => {
+                    let id: &str = s.id.client_id.as_ref();
+                    let topic: &str = publish.topic.as_ref();
+                    if p.enforce(id, "iot:Receive", "topic", topic) {
+                        (true, acc)
+                    } else {
+                        // Dropped before delivery, silently, as AWS IoT does.
+                        (false, Some(HookResult::MessageExpiry))
+                    }
+                }
+                _ => (true, acc),
+            }
         })
     }
 }
@@ -278,7 +379,7 @@ impl Handler for CnIsClientId {
         'p: 'fut,
         Self: 'fut,
     {
-        let out = match Self::verdict(param) {
+        let out = match self.verdict(param) {
             // Decided: stop the chain here with our answer.
             Some(result) => (false, Some(HookResult::AuthResult(result))),
             // Not ours: pass the accumulated result on untouched.

@@ -169,6 +169,24 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         human(ramp.saturating_add(plan.duration)),
         human_secs(generation)
     );
+    if !plan.expect.is_empty() {
+        println!();
+        println!(
+            "expectations ({} probe(s) after the load)",
+            plan.expect.len()
+        );
+        for e in &plan.expect {
+            let observer = e
+                .observer
+                .as_ref()
+                .map(|o| format!(" (observer {})", o.client_id))
+                .unwrap_or_default();
+            println!(
+                "  {} {}: {}{observer}",
+                e.device.client_id, e.action, e.outcome
+            );
+        }
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod broker;
 mod certs;
 mod check;
+mod policy;
 mod proxy;
 mod run;
 
@@ -50,7 +51,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Check(args) => check::run(args).map(|()| Outcome::Done),
         Command::Broker(args) => broker::run(args).map(|()| Outcome::Done),
         Command::Proxy(args) => proxy::run(args).map(|()| Outcome::Done),
-        Command::Policy(_) => Err(NotBuiltYet("policy").into()),
+        Command::Policy(cmd) => policy::run(cmd),
         Command::Compare(_) => Err(NotBuiltYet("compare").into()),
         Command::Merge(_) => Err(NotBuiltYet("merge").into()),
         Command::Report(_) => Err(NotBuiltYet("report").into()),

@@ -154,6 +154,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     } else {
         None
     };
+    // `[[expect]]` probes run after the load, each with its own short-lived sessions.
+    let expect_probes = crate::expect::probes(&plan, &fleets, &endpoint)?;
     // A fault timeline: the devices reach the target through the fault-injecting proxy.
     let proxy = if plan.faults.is_empty() {
         None
@@ -226,10 +228,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             }
             None => None,
         };
-        (result, faults, pushed)
+        let probed = if expect_probes.is_empty() || result.interrupted {
+            None
+        } else {
+            eprintln!("expect      {} probe(s)", expect_probes.len());
+            tokio::select! {
+                r = crate::expect::run_plan(&expect_probes) => Some(r),
+                () = stop.cancelled() => None,
+            }
+        };
+        (result, faults, pushed, probed)
     });
-    let (result, faults, pushed) = result;
+    let (result, faults, pushed, probe_results) = result;
     drop(proxy);
+    let interrupted = result.interrupted || (!expect_probes.is_empty() && probe_results.is_none());
+    let expectations = probe_results.map(|r| crate::expect::ExpectationsReport::new(&plan, r));
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(broker);
 
@@ -241,7 +254,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         started_at: started_at
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
-        interrupted: result.interrupted,
+        interrupted,
         scenario: ScenarioEcho {
             name: plan.name.clone(),
             file: plan.source.display().to_string(),
@@ -303,12 +316,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             max_rss_bytes: usage.max_rss_bytes,
             includes_embedded_broker: matches!(plan.target, Target::Embedded),
         },
+        expectations,
     };
     report
         .write(&out)
         .with_context(|| format!("writing the report to {}", out.display()))?;
+    let expect_summary = report
+        .expectations
+        .as_ref()
+        .map(|e| e.summary())
+        .unwrap_or_default();
     let summary = format!(
-        "{}  report     {}\n",
+        "{expect_summary}{}  report     {}\n",
         report.summary(),
         out.join("report.json").display()
     );
@@ -323,7 +342,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     print!("{summary}");
 
-    if result.interrupted {
+    if interrupted {
         return Ok(Outcome::Interrupted);
     }
     let unreachable = totals.connects == 0
@@ -339,6 +358,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             out.join("report.json").display()
         ))
         .into());
+    }
+    if report
+        .expectations
+        .as_ref()
+        .is_some_and(|e| e.mismatches > 0)
+    {
+        return Ok(Outcome::Failed);
     }
     Ok(Outcome::Done)
 }
@@ -420,7 +446,7 @@ fn connect_target(
     fleets: &[Arc<crate::identity::Fleet>],
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     match &plan.target {
-        Target::Embedded => embedded(fleets),
+        Target::Embedded => embedded(fleets, plan.policy.clone()),
         Target::Broker {
             host,
             port,
@@ -463,6 +489,7 @@ fn connect_target(
 #[cfg(feature = "embedded-broker")]
 fn embedded(
     fleets: &[Arc<crate::identity::Fleet>],
+    policy: Option<Arc<crate::policy::PolicySet>>,
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     use crate::broker::{BrokerConfig, EmbeddedBroker};
     let mut roots = Vec::new();
@@ -471,10 +498,13 @@ fn embedded(
             roots.push(root.clone());
         }
     }
-    let broker = EmbeddedBroker::start(BrokerConfig {
-        port: 0,
-        client_roots: roots,
-    })
+    let broker = EmbeddedBroker::start_with_policy(
+        BrokerConfig {
+            port: 0,
+            client_roots: roots,
+        },
+        policy,
+    )
     .map_err(|e| TargetError(format!("embedded broker: {e}")))?;
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der())?;
     let info = TargetInfo {
@@ -488,6 +518,7 @@ fn embedded(
 #[cfg(not(feature = "embedded-broker"))]
 fn embedded(
     _: &[Arc<crate::identity::Fleet>],
+    _: Option<Arc<crate::policy::PolicySet>>,
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     Err(BadInput(
         "this scenario has no [target] and this build has no embedded broker (cargo feature `embedded-broker`); pass --target mqtts://HOST:PORT --server-ca PEM".into(),

@@ -655,6 +655,7 @@ mod tests {
             timeline: Vec::new(),
             events: Vec::new(),
             faults: Vec::new(),
+            expectations: None,
             client: ClientUsage {
                 cpu_s: 0.0,
                 cpu_ms_per_connect: 0.0,

@@ -64,6 +64,9 @@ pub struct Report {
     pub faults: Vec<crate::proxy::timeline::FaultEvent>,
     /// thingswarm's own resource use.
     pub client: ClientUsage,
+    /// `[[expect]]` probes: expected vs observed with the signal, mismatches first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expectations: Option<crate::expect::ExpectationsReport>,
 }
 
 /// The scenario file echoed into the report, so a result is reproducible from it alone.

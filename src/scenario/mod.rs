@@ -40,7 +40,7 @@
 //! stall = "1s"                     # or delay = "20ms" (jitter = "5ms"), or reset = 0.5
 //! ```
 //!
-//! Keys of capabilities that are not built yet (`[[expect]]`, `[slo]`, `[target].sni`,
+//! Keys of capabilities that are not built yet (`[slo]`, `[target].sni`,
 //! `[identity].subject`) are recognised and refused
 //! by name, never silently ignored; any other unknown key is an error at its line.
 //!
@@ -52,6 +52,7 @@
 //! `devices / rate`.
 
 mod error;
+mod expect;
 pub mod faults;
 mod raw;
 pub mod reconnect;
@@ -68,6 +69,7 @@ use toml::Spanned;
 
 pub use error::ScenarioError;
 use error::Source;
+pub use expect::{DeviceRef, ExpectPlan};
 use raw::{RawGroup, RawIdentity, RawScenario, RawTarget};
 pub use traffic::{PublishPlan, SubscribePlan};
 
@@ -121,6 +123,10 @@ pub struct Plan {
     pub seed: u64,
     /// Faults injected through a proxy the run puts in front of the target (`[[fault]]`).
     pub faults: Vec<faults::FaultPlan>,
+    /// Authorization expectations (`[[expect]]`), checked by probes after the load.
+    pub expect: Vec<ExpectPlan>,
+    /// `[policy]`: the AWS IoT policies every device has (the embedded broker enforces them).
+    pub policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
 }
 
 /// Where devices connect.
@@ -318,13 +324,6 @@ fn validate(
     not_built(
         src,
         "",
-        "expect",
-        &raw.expect,
-        "policy expectations arrive with a later version",
-    )?;
-    not_built(
-        src,
-        "",
         "slo",
         &raw.slo,
         "SLO checks arrive with a later version",
@@ -342,6 +341,10 @@ fn validate(
         None => IdentityPlan::default(),
     };
     let groups = groups(src, raw.group.as_ref(), default_protocol)?;
+    let mut expect = expect::expectations(src, raw.expect.as_ref(), &groups)?;
+    let (from_policy, policy) =
+        expect::from_policy(src, raw.policy.as_ref(), &groups, expect.len())?;
+    expect.extend(from_policy);
     Ok(Plan {
         name,
         source: src.path.to_path_buf(),
@@ -353,6 +356,8 @@ fn validate(
         groups,
         seed: raw.seed.unwrap_or(0),
         faults: faults::faults(src, raw.fault.as_ref())?,
+        expect,
+        policy,
     })
 }
 

@@ -23,8 +23,10 @@ pub(super) struct RawScenario {
     pub group: Option<Spanned<Vec<Spanned<RawGroup>>>>,
     /// Seed of payload generators and Poisson arrivals (reproducible runs).
     pub seed: Option<u64>,
-    /// Policy expectations: not built yet.
-    pub expect: Option<Spanned<IgnoredAny>>,
+    /// Policy expectations (`[[expect]]`).
+    pub expect: Option<Spanned<Vec<Spanned<super::expect::RawExpect>>>>,
+    /// AWS IoT policies as the source of expectations (`[policy]`).
+    pub policy: Option<Spanned<super::expect::RawPolicy>>,
     /// Service-level objectives: not built yet.
     pub slo: Option<Spanned<IgnoredAny>>,
     /// Fault timeline (`[[fault]]`): checked in `faults.rs`.
