@@ -213,6 +213,7 @@ name = "idle"
 devices = 5
 client_id = "ka-{index}"
 keepalive = "5s"
+reconnect = "none"   # the drops are the point: no reconnect attempts into the stopped broker
 "#,
         Path::new("stall.toml"),
         &Overrides::default(),
