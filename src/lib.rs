@@ -21,7 +21,9 @@
 //! - [`fleet`]: the runner: paced connects, one task per device, per-device open-model
 //!   message schedules, failures classified and counted.
 //! - [`stats`]: counters, batched HDR histograms, the aggregator's snapshots, sequence tracking.
-//! - [`report`]: the one `Report` value, written as JSON and printed as a summary.
+//! - [`report`]: the one `Report` value, written as JSON and printed as a summary; HDR
+//!   interval logs, JUnit XML and `compare` derive from it.
+//! - [`slo`]: service-level objectives (`[slo]`, `--slo`), judged against the report.
 //! - [`traffic`]: message payloads (raw or generated JSON) carrying the measurement header.
 //! - [`tui`]: the live dashboard of `thingswarm run` (ratatui): a pure `render(View)`, an
 //!   event loop on its own thread reading snapshots at 5 fps, a guard that restores the
@@ -41,6 +43,7 @@ pub mod limits;
 pub mod report;
 pub mod scenario;
 pub mod shutdown;
+pub mod slo;
 pub mod stats;
 pub mod template;
 pub mod tls;

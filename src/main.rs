@@ -20,6 +20,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<BadInput>()
             || cause.is::<NotBuiltYet>()
             || cause.is::<FeatureMissing>()
+            || cause.is::<thingswarm::report::LoadError>()
         {
             return 2;
         }

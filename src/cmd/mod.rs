@@ -4,6 +4,9 @@
 mod broker;
 mod certs;
 mod check;
+mod compare;
+mod outputs;
+mod report;
 mod run;
 
 use crate::cli::{Cli, Command};
@@ -49,8 +52,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Check(args) => check::run(args).map(|()| Outcome::Done),
         Command::Broker(args) => broker::run(args).map(|()| Outcome::Done),
         Command::Policy(_) => Err(NotBuiltYet("policy").into()),
-        Command::Compare(_) => Err(NotBuiltYet("compare").into()),
+        Command::Compare(args) => compare::run(args),
         Command::Merge(_) => Err(NotBuiltYet("merge").into()),
-        Command::Report(_) => Err(NotBuiltYet("report").into()),
+        Command::Report(args) => report::run(args).map(|()| Outcome::Done),
     }
 }

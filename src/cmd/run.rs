@@ -110,7 +110,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 
     let usage = rusage::usage();
     let totals = result.last.totals;
-    let report = Report {
+    let mut report = Report {
         schema_version: report::SCHEMA_VERSION,
         thingswarm_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: started_at
@@ -165,10 +165,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             max_rss_bytes: usage.max_rss_bytes,
             includes_embedded_broker: matches!(plan.target, Target::Embedded),
         },
+        slos: Vec::new(),
     };
+    let slos: Vec<_> = plan.slos.iter().chain(&args.slo).cloned().collect();
+    report.slos = crate::slo::evaluate(&slos, &report);
     report
         .write(&out)
         .with_context(|| format!("writing the report to {}", out.display()))?;
+    super::outputs::write(&out, &report, &result.intervals)?;
     let summary = format!(
         "{}  report     {}\n",
         report.summary(),
@@ -198,6 +202,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             out.join("report.json").display()
         ))
         .into());
+    }
+    if report.slos.iter().any(|s| !s.passed) {
+        return Ok(Outcome::Failed);
     }
     Ok(Outcome::Done)
 }

@@ -100,6 +100,8 @@ pub struct RunResult {
     pub interrupted: bool,
     /// Message figures, when any group published or subscribed.
     pub traffic: Option<TrafficResult>,
+    /// Per-second latency histograms (for the HdrHistogram interval logs).
+    pub intervals: crate::stats::intervals::Intervals,
 }
 
 /// What the devices' messages did.
@@ -222,6 +224,7 @@ pub async fn run(
         ramp,
         interrupted: stop.is_cancelled(),
         traffic,
+        intervals: aggregator.take_intervals(),
     }
 }
 

@@ -1,11 +1,19 @@
 //! The end-of-run report: one [`Report`] value, rendered as `report.json` and as the human
 //! summary printed at the end. Later renderers (JUnit, Prometheus, HTML) take the same value.
+//! The committed JSON Schema `report.schema.json` beside this file describes `report.json`.
+
+pub mod compare;
+pub mod hlog;
+pub mod junit;
+mod load;
+
+pub use load::LoadError;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fleet::TrafficResult;
 use crate::stats::histogram::{self, fmt_us, Percentiles};
@@ -16,7 +24,7 @@ use crate::stats::{Counts, ErrorRow, Metric, TimelinePoint};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Everything a run reports.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// See [`SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -33,7 +41,7 @@ pub struct Report {
     /// The machine the client ran on.
     pub environment: Environment,
     /// What each measured figure means.
-    pub definitions: BTreeMap<&'static str, &'static str>,
+    pub definitions: BTreeMap<String, String>,
     /// Per group: where its identities came from.
     pub identities: Vec<IdentityInfo>,
     /// Devices in the plan.
@@ -54,10 +62,13 @@ pub struct Report {
     pub timeline: Vec<TimelinePoint>,
     /// thingswarm's own resource use.
     pub client: ClientUsage,
+    /// Each service-level objective, evaluated (scenario `[slo]` first, then `--slo` flags).
+    #[serde(default)]
+    pub slos: Vec<crate::slo::SloOutcome>,
 }
 
 /// The scenario file echoed into the report, so a result is reproducible from it alone.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScenarioEcho {
     /// Scenario name.
     pub name: String,
@@ -68,7 +79,7 @@ pub struct ScenarioEcho {
 }
 
 /// The broker the run targeted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TargetInfo {
     /// `mqtts://host:port`.
     pub url: String,
@@ -79,7 +90,7 @@ pub struct TargetInfo {
 }
 
 /// Facts about the client machine that bound what it can do.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Environment {
     /// Logical CPUs available.
     pub cores: usize,
@@ -102,7 +113,7 @@ impl Environment {
 }
 
 /// Where a group's identities came from.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdentityInfo {
     /// Group name.
     pub group: String,
@@ -121,7 +132,7 @@ pub struct IdentityInfo {
 }
 
 /// One group's outcome.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupReport {
     /// Group name.
     pub name: String,
@@ -134,7 +145,7 @@ pub struct GroupReport {
 }
 
 /// Phase durations, seconds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Phases {
     /// First attempt until every device attempted.
     pub ramp_s: f64,
@@ -143,7 +154,7 @@ pub struct Phases {
 }
 
 /// A histogram as percentiles plus its lossless encoding.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HistogramReport {
     /// Percentiles, microseconds.
     #[serde(flatten)]
@@ -164,7 +175,7 @@ impl HistogramReport {
 
 /// What the devices' messages did: the steady-state window (the headline) and the whole
 /// traffic window, plus loss settled from sequence numbers.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrafficReport {
     /// Length of the traffic window (the scenario's `duration`), seconds.
     pub window_s: f64,
@@ -179,7 +190,7 @@ pub struct TrafficReport {
 }
 
 /// Counts, rates and latencies over one window.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrafficFigures {
     /// PUBLISH written.
     pub sent: u64,
@@ -247,7 +258,7 @@ impl TrafficReport {
 }
 
 /// thingswarm's own CPU and memory.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClientUsage {
     /// User + system CPU seconds of the whole process (identity loading included).
     pub cpu_s: f64,
@@ -263,8 +274,8 @@ pub struct ClientUsage {
 }
 
 /// The definitions stated in every report (DESIGN.md section 5).
-pub fn definitions() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([
+pub fn definitions() -> BTreeMap<String, String> {
+    [
         ("connect_latency_us", "TCP connect start -> CONNACK received, per successful device, microseconds. Includes the TLS handshake; rumqttc does not expose the TCP/TLS/CONNACK boundaries, so phases are not split."),
         ("connects", "sessions that received a successful CONNACK"),
         ("failed", "connect attempts that ended in an error, a refusal or the group's connect timeout"),
@@ -281,7 +292,13 @@ pub fn definitions() -> BTreeMap<&'static str, &'static str> {
         ("traffic.e2e_corrected_us", "intended send time (schedule) -> received by a subscriber: includes time a message waited behind slow sends (no coordinated omission); same process, one monotonic clock"),
         ("traffic.e2e_uncorrected_us", "actual send time (handed to the MQTT client) -> received by a subscriber"),
         ("traffic.sequence", "per publisher, from sequence numbers at each subscriber whose filter matches the publisher's topic: lost = sent - distinct received; duplicates and reordering as seen"),
-    ])
+        ("slos.error_rate", "(failed connects + refused publishes + dropped sessions) / (connect attempts + publishes sent)"),
+        ("slos.loss", "lost / (lost + distinct received) at subscribers, whole window"),
+        ("slos.rates", "sent_rate and delivered_rate: steady window; acked_rate: acknowledged messages over the whole traffic window"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 impl Report {
@@ -416,6 +433,7 @@ impl Report {
                 ""
             }
         );
+        s.push_str(&crate::slo::summary_lines(&self.slos));
         s
     }
 }

@@ -35,8 +35,10 @@
 //! protocol = "5"                   # optional override of [target].protocol
 //! ```
 //!
-//! Keys of capabilities that are not built yet (`publish`, `subscribe`, `[[expect]]`,
-//! `[slo]`, `[target].tls`, `[target].sni`, `[identity].subject`) are recognised and refused
+//! `[slo]` holds service-level objectives (`e2e_p99 = "50ms"`, `max_error_rate = "0.1%"`;
+//! see [`crate::slo`]).
+//!
+//! Keys of capabilities that are not built yet (`[[expect]]`, `[target].tls`, `[target].sni`, `[identity].subject`) are recognised and refused
 //! by name, never silently ignored; any other unknown key is an error at its line.
 //!
 //! # Run semantics
@@ -48,6 +50,7 @@
 
 mod error;
 mod raw;
+mod slo;
 pub mod traffic;
 mod values;
 
@@ -102,6 +105,8 @@ pub struct Plan {
     /// Seed of payload generators and Poisson arrivals (`seed = N`; default 0): the same seed
     /// gives the same payloads and schedules.
     pub seed: u64,
+    /// The `[slo]` table's objectives, judged against the report.
+    pub slos: Vec<crate::slo::Slo>,
 }
 
 /// Where devices connect.
@@ -295,13 +300,7 @@ fn validate(
         &raw.expect,
         "policy expectations arrive with a later version",
     )?;
-    not_built(
-        src,
-        "",
-        "slo",
-        &raw.slo,
-        "SLO checks arrive with a later version",
-    )?;
+    let slos = slo::slos(src, raw.slo.as_ref())?;
     let name = slug(src, "name", &raw.name)?;
     let duration = duration(src, "duration", &raw.duration)?;
     let (target, default_protocol) = target(src, raw.target.as_ref(), overrides)?;
@@ -319,6 +318,7 @@ fn validate(
         identity,
         groups,
         seed: raw.seed.unwrap_or(0),
+        slos,
     })
 }
 

@@ -25,8 +25,8 @@ pub(super) struct RawScenario {
     pub seed: Option<u64>,
     /// Policy expectations: not built yet.
     pub expect: Option<Spanned<IgnoredAny>>,
-    /// Service-level objectives: not built yet.
-    pub slo: Option<Spanned<IgnoredAny>>,
+    /// Service-level objectives: metric = threshold (see [`crate::slo`]).
+    pub slo: Option<std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
 }
 
 /// `[target]`.

@@ -8,6 +8,7 @@
 //! (progress line, TUI, report) only ever see snapshots: device tasks never touch the UI.
 
 pub mod histogram;
+pub mod intervals;
 pub mod rusage;
 pub mod sequence;
 
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use histogram::Percentiles;
 
@@ -77,7 +78,7 @@ pub struct GroupCounters {
 }
 
 /// A point-in-time copy of [`GroupCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// See [`GroupCounters::attempted`].
     pub attempted: u64,
@@ -170,7 +171,7 @@ impl std::ops::AddAssign for Counts {
 }
 
 /// One class of error with how often it happened and the latest example.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRow {
     /// Stable class name, e.g. `tls: unknown CA` (DESIGN.md section 5).
     pub class: String,
@@ -428,7 +429,7 @@ pub struct TrafficLatency {
 }
 
 /// One sample of the run's gauges, kept once per second for the report.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
     /// Seconds since the run started.
     pub t: f64,
@@ -521,6 +522,7 @@ pub struct Aggregator {
     last: Counts,
     last_sample: (f64, Counts),
     timeline: Vec<TimelinePoint>,
+    intervals: intervals::Intervals,
 }
 
 impl Aggregator {
@@ -541,6 +543,11 @@ impl Aggregator {
             last: Counts::default(),
             last_sample: (0.0, Counts::default()),
             timeline: Vec::new(),
+            intervals: intervals::Intervals::new(
+                std::time::SystemTime::now()
+                    .checked_sub(now.elapsed())
+                    .unwrap_or_else(std::time::SystemTime::now),
+            ),
         }
     }
 
@@ -574,6 +581,7 @@ impl Aggregator {
                 .add(&self.traffic_interval[m])
                 .expect("same bounds");
         }
+        self.intervals.add(&self.interval, &self.traffic_interval);
 
         let now = Instant::now();
         let elapsed = now - self.recorder.started;
@@ -613,6 +621,7 @@ impl Aggregator {
                 delivered_per_s: per_s(totals.delivered, then.delivered),
             });
             self.last_sample = (t, totals);
+            self.intervals.cut(elapsed);
         }
 
         let errors = self
@@ -651,6 +660,16 @@ impl Aggregator {
     /// Connect latency since the start (for the report's serialised histogram).
     pub fn connect_histogram(&self) -> &Histogram<u64> {
         &self.cumulative
+    }
+
+    /// The per-second interval histograms, the last (partial) interval cut at the last tick:
+    /// call after the final [`Aggregator::tick`].
+    pub fn take_intervals(&mut self) -> intervals::Intervals {
+        let elapsed = self.last_tick - self.recorder.started;
+        let base = self.intervals.base;
+        let mut taken = std::mem::replace(&mut self.intervals, intervals::Intervals::new(base));
+        taken.cut(elapsed);
+        taken
     }
 
     /// The once-per-second samples so far.
