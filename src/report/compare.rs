@@ -103,10 +103,13 @@ impl Unit {
     }
 }
 
-/// Every comparable figure of a report: (name, direction, unit, value).
-fn figures(r: &Report) -> Vec<(&'static str, Better, Unit, Option<f64>)> {
+/// One comparable figure: (name, direction, unit, value).
+type Figure = (&'static str, Better, Unit, Option<f64>);
+
+/// Every comparable figure of a report.
+fn figures(r: &Report) -> Vec<Figure> {
     fn lat(
-        out: &mut Vec<(&'static str, Better, Unit, Option<f64>)>,
+        out: &mut Vec<Figure>,
         names: [&'static str; 5],
         h: Option<&HistogramReport>,
     ) {

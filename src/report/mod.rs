@@ -20,6 +20,10 @@ use crate::stats::histogram::{self, fmt_us, Percentiles};
 use crate::stats::sequence::SequenceTotals;
 use crate::stats::{Counts, ErrorRow, Metric, TimelinePoint};
 
+/// The JSON Schema of `report.json` (committed beside this file; tests validate real reports
+/// against it), for tools that consume reports.
+pub const SCHEMA_JSON: &str = include_str!("report.schema.json");
+
 /// Bumped whenever a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
 
