@@ -120,7 +120,9 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     };
     v.ok()
         .filter(|x| x.is_finite() && *x >= 0.0 && *x < 1.0)
-        .ok_or_else(|| format!("{s:?} is not a tolerance (expected a percentage from 0% to 99%, e.g. 10%)"))
+        .ok_or_else(|| {
+            format!("{s:?} is not a tolerance (expected a percentage from 0% to 99%, e.g. 10%)")
+        })
 }
 
 /// `thingswarm report DIR`

@@ -21,9 +21,9 @@
 //!   latencies are the steady-window headline figures.
 //! - rates `sent_rate`, `acked_rate`, `delivered_rate` in messages per second: `1000/s` or
 //!   `1000`. Sent and delivered are over the steady window, acked over the whole window.
-//! - `error_rate`: (failed connects + refused publishes + dropped sessions) / (connect attempts
-//!   + publishes sent); `loss`: lost / (lost + distinct received) at subscribers. Values are
-//!   percentages (`0.1%`) or fractions (`0.001`).
+//! - `error_rate`: (failed connects + refused publishes + dropped sessions) divided by
+//!   (connect attempts + publishes sent); `loss`: lost / (lost + distinct received) at
+//!   subscribers. Values are percentages (`0.1%`) or fractions (`0.001`).
 //!
 //! A metric without data (e2e with no subscribers, rates in a connect-only run) fails with a
 //! reason: an objective nobody could measure has not been met.
@@ -219,10 +219,29 @@ impl Metric {
             Metric::Latency(which, pct) => {
                 let h = match which {
                     Latency::Connect => &report.connect_latency_us,
-                    Latency::Ack => &report.traffic.as_ref().ok_or_else(no_traffic)?.steady.ack_latency_us,
-                    Latency::E2e => &report.traffic.as_ref().ok_or_else(no_traffic)?.steady.e2e_corrected_us,
+                    Latency::Ack => {
+                        &report
+                            .traffic
+                            .as_ref()
+                            .ok_or_else(no_traffic)?
+                            .steady
+                            .ack_latency_us
+                    }
+                    Latency::E2e => {
+                        &report
+                            .traffic
+                            .as_ref()
+                            .ok_or_else(no_traffic)?
+                            .steady
+                            .e2e_corrected_us
+                    }
                     Latency::E2eUncorrected => {
-                        &report.traffic.as_ref().ok_or_else(no_traffic)?.steady.e2e_uncorrected_us
+                        &report
+                            .traffic
+                            .as_ref()
+                            .ok_or_else(no_traffic)?
+                            .steady
+                            .e2e_uncorrected_us
                     }
                 };
                 let p = &h.percentiles;
@@ -391,7 +410,11 @@ impl Slo {
         let (measured, passed, detail) = match self.metric.measure(report) {
             Ok(v) => {
                 let passed = self.op.holds(v, self.threshold);
-                (Some(v), passed, format!("measured {}", self.metric.format(v)))
+                (
+                    Some(v),
+                    passed,
+                    format!("measured {}", self.metric.format(v)),
+                )
             }
             Err(why) => (None, false, why),
         };
@@ -481,11 +504,20 @@ mod tests {
         for (expr, needle) in [
             ("e2e_p99", "no comparison (expected METRIC OP VALUE"),
             ("e2e_p99<", "no threshold"),
-            ("e2e_p98<5ms", "unknown SLO metric \"e2e_p98\" (expected {connect"),
+            (
+                "e2e_p98<5ms",
+                "unknown SLO metric \"e2e_p98\" (expected {connect",
+            ),
             ("latency<5ms", "unknown SLO metric \"latency\""),
-            ("e2e_p99<fast", "e2e_p99: \"fast\" is not a duration (expected e.g. 850us"),
+            (
+                "e2e_p99<fast",
+                "e2e_p99: \"fast\" is not a duration (expected e.g. 850us",
+            ),
             ("e2e_p99<50", "\"50\" is not a duration"),
-            ("sent_rate>lots", "\"lots\" is not a rate (expected messages per second"),
+            (
+                "sent_rate>lots",
+                "\"lots\" is not a rate (expected messages per second",
+            ),
             ("error_rate<150%", "\"150%\" is not a fraction"),
         ] {
             let e = Slo::parse_expr(expr).unwrap_err().0;
@@ -523,7 +555,11 @@ mod tests {
         let out = evaluate(&[pass, fail], &report);
         assert!(out[0].passed && !out[1].passed);
         assert_eq!(out[0].measured, Some(p99));
-        assert!(out[1].message.starts_with("measured "), "{}", out[1].message);
+        assert!(
+            out[1].message.starts_with("measured "),
+            "{}",
+            out[1].message
+        );
 
         // No subscribers: e2e has no samples, which fails with a reason.
         let t = report.traffic.as_mut().unwrap();
@@ -536,7 +572,10 @@ mod tests {
         report.traffic = None;
         for expr in ["delivered_rate>=0", "loss<=100%", "ack_p50<1m"] {
             let o = Slo::parse_expr(expr).unwrap().evaluate(&report);
-            assert!(!o.passed && o.message.contains("no message traffic"), "{expr}");
+            assert!(
+                !o.passed && o.message.contains("no message traffic"),
+                "{expr}"
+            );
         }
         let lines = summary_lines(&out);
         assert!(lines.contains("PASS") && lines.contains("FAIL"), "{lines}");

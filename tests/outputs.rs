@@ -123,8 +123,12 @@ fn a_failed_slo_exits_1_and_every_output_is_valid() {
         let (total, intervals) = hlog_total(&out.join(file));
         assert!(intervals >= 3, "{file}: {intervals} intervals");
         let expected = report_hist(hist);
-        assert!(total.len() > 0, "{file}");
-        assert_eq!(Percentiles::of(&total), Percentiles::of(&expected), "{file}");
+        assert!(!total.is_empty(), "{file}");
+        assert_eq!(
+            Percentiles::of(&total),
+            Percentiles::of(&expected),
+            "{file}"
+        );
         assert_eq!(hist["p99"].as_u64().unwrap(), total.value_at_quantile(0.99));
     }
 
@@ -194,7 +198,10 @@ fn compare_flags_a_20_percent_regression_and_passes_2_percent() {
         .assert()
         .success();
     let md = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
-    assert!(md.starts_with("| metric | base | current | delta | ratio | verdict |"), "{md}");
+    assert!(
+        md.starts_with("| metric | base | current | delta | ratio | verdict |"),
+        "{md}"
+    );
     assert!(md.contains("| e2e_p99 (lower is better) |"), "{md}");
     assert!(!md.contains("REGRESSION"), "{md}");
 
@@ -211,7 +218,10 @@ fn compare_flags_a_20_percent_regression_and_passes_2_percent() {
 #[test]
 fn bad_input_exits_2_naming_the_value() {
     let cases: [(&[&str], &str); 4] = [
-        (&["compare", FIXTURE, "no/such/report.json"], "no/such/report.json"),
+        (
+            &["compare", FIXTURE, "no/such/report.json"],
+            "no/such/report.json",
+        ),
         (
             &["compare", FIXTURE, FIXTURE, "--max-regression", "lots"],
             "\"lots\" is not a tolerance (expected a percentage",
@@ -250,13 +260,26 @@ fn scenario_slo_errors_point_at_the_key() {
     use thingswarm::scenario::{Overrides, Plan};
     let base = "name = \"x\"\nduration = \"1s\"\n[[group]]\nname = \"g\"\ndevices = 1\nclient_id = \"a\"\n[slo]\n";
     for (line, needle) in [
-        ("e2e_p98 = \"5ms\"", "x.toml:8:1: slo.e2e_p98: unknown SLO metric"),
-        ("e2e_p99 = \"soon\"", "x.toml:8:11: slo.e2e_p99: \"soon\" is not a duration"),
-        ("max_error_rate = true", "x.toml:8:18: slo.max_error_rate: true is not a threshold"),
+        (
+            "e2e_p98 = \"5ms\"",
+            "x.toml:8:1: slo.e2e_p98: unknown SLO metric",
+        ),
+        (
+            "e2e_p99 = \"soon\"",
+            "x.toml:8:11: slo.e2e_p99: \"soon\" is not a duration",
+        ),
+        (
+            "max_error_rate = true",
+            "x.toml:8:18: slo.max_error_rate: true is not a threshold",
+        ),
     ] {
-        let e = Plan::from_str(&format!("{base}{line}\n"), Path::new("x.toml"), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let e = Plan::from_str(
+            &format!("{base}{line}\n"),
+            Path::new("x.toml"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains(needle), "{e}\n  expected: {needle}");
     }
     let plan = Plan::from_str(
@@ -266,5 +289,12 @@ fn scenario_slo_errors_point_at_the_key() {
     )
     .unwrap();
     let names: Vec<String> = plan.slos.iter().map(ToString::to_string).collect();
-    assert_eq!(names, ["e2e_p99 <= 50ms", "error_rate <= 0.1%", "delivered_rate >= 100"]);
+    assert_eq!(
+        names,
+        [
+            "e2e_p99 <= 50ms",
+            "error_rate <= 0.1%",
+            "delivered_rate >= 100"
+        ]
+    );
 }

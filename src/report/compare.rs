@@ -108,11 +108,7 @@ type Figure = (&'static str, Better, Unit, Option<f64>);
 
 /// Every comparable figure of a report.
 fn figures(r: &Report) -> Vec<Figure> {
-    fn lat(
-        out: &mut Vec<Figure>,
-        names: [&'static str; 5],
-        h: Option<&HistogramReport>,
-    ) {
+    fn lat(out: &mut Vec<Figure>, names: [&'static str; 5], h: Option<&HistogramReport>) {
         let p = h.map(|h| &h.percentiles).filter(|p| p.count > 0);
         let vals = p.map(|p| [p.p50, p.p90, p.p99, p.p99_9, p.max]);
         for (i, name) in names.into_iter().enumerate() {
@@ -122,7 +118,13 @@ fn figures(r: &Report) -> Vec<Figure> {
     let mut out = Vec::new();
     lat(
         &mut out,
-        ["connect_p50", "connect_p90", "connect_p99", "connect_p99_9", "connect_max"],
+        [
+            "connect_p50",
+            "connect_p90",
+            "connect_p99",
+            "connect_p99_9",
+            "connect_max",
+        ],
         Some(&r.connect_latency_us),
     );
     let ramp = (r.phases.ramp_s > 0.0 && r.devices.connects > 0)
@@ -150,7 +152,12 @@ fn figures(r: &Report) -> Vec<Figure> {
         ],
         t.map(|t| &t.steady.e2e_uncorrected_us),
     );
-    out.push(("sent_rate", Better::Higher, Unit::PerS, t.map(|t| t.steady.sent_per_s)));
+    out.push((
+        "sent_rate",
+        Better::Higher,
+        Unit::PerS,
+        t.map(|t| t.steady.sent_per_s),
+    ));
     out.push((
         "delivered_rate",
         Better::Higher,
@@ -158,8 +165,18 @@ fn figures(r: &Report) -> Vec<Figure> {
         t.map(|t| t.steady.delivered_per_s),
     ));
     let m = |metric: crate::slo::Metric| metric.measure(r).ok();
-    out.push(("error_rate", Better::Lower, Unit::Fraction, m(crate::slo::Metric::ErrorRate)));
-    out.push(("loss", Better::Lower, Unit::Fraction, m(crate::slo::Metric::Loss)));
+    out.push((
+        "error_rate",
+        Better::Lower,
+        Unit::Fraction,
+        m(crate::slo::Metric::ErrorRate),
+    ));
+    out.push((
+        "loss",
+        Better::Lower,
+        Unit::Fraction,
+        m(crate::slo::Metric::Loss),
+    ));
     out
 }
 
@@ -247,7 +264,11 @@ impl Comparison {
                     format!(
                         "{} ({})",
                         r.metric,
-                        if r.better == Better::Lower { "lower is better" } else { "higher is better" }
+                        if r.better == Better::Lower {
+                            "lower is better"
+                        } else {
+                            "higher is better"
+                        }
                     ),
                     opt(r.base),
                     opt(r.current),
@@ -293,7 +314,13 @@ impl Comparison {
                 .iter()
                 .zip(width)
                 .enumerate()
-                .map(|(i, (c, w))| if i == 0 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+                .map(|(i, (c, w))| {
+                    if i == 0 {
+                        format!("{c:<w$}")
+                    } else {
+                        format!("{c:>w$}")
+                    }
+                })
                 .collect();
             let _ = writeln!(s, "{}", line.join("  ").trim_end());
         }
@@ -346,7 +373,11 @@ mod tests {
         current.traffic = None;
         let c = compare(&base, &current, 0.1);
         assert!(c.regressed());
-        let row = c.rows.iter().find(|r| r.metric == "delivered_rate").unwrap();
+        let row = c
+            .rows
+            .iter()
+            .find(|r| r.metric == "delivered_rate")
+            .unwrap();
         assert_eq!(row.verdict, Verdict::Missing);
         assert!(c.markdown().contains("**MISSING**"));
     }

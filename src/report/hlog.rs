@@ -34,7 +34,11 @@ pub fn write(dir: &Path, intervals: &Intervals, run: &str) -> std::io::Result<Ve
         let mut buf = Vec::new();
         let mut serializer = V2DeflateSerializer::new();
         let mut log = IntervalLogWriterBuilder::new()
-            .add_comment(&format!("thingswarm {} {run}: {}", env!("CARGO_PKG_VERSION"), WHAT[m]))
+            .add_comment(&format!(
+                "thingswarm {} {run}: {}",
+                env!("CARGO_PKG_VERSION"),
+                WHAT[m]
+            ))
             .add_comment("values in microseconds; one interval per second")
             .with_start_time(intervals.base)
             .with_base_time(intervals.base)

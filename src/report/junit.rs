@@ -109,13 +109,19 @@ mod tests {
         assert_eq!(root.attribute("failures"), Some("2"));
         let suites: Vec<_> = root.children().filter(|n| n.is_element()).collect();
         assert_eq!(suites.len(), 2);
-        assert_eq!(suites[0].attribute("name"), Some("thingswarm.telemetry.slo"));
+        assert_eq!(
+            suites[0].attribute("name"),
+            Some("thingswarm.telemetry.slo")
+        );
         let cases: Vec<_> = doc
             .descendants()
             .filter(|n| n.has_tag_name("testcase"))
             .collect();
         assert_eq!(cases.len(), 3);
-        assert_eq!(cases[2].attribute("name"), Some("sensor-1 publish \"x\" deny"));
+        assert_eq!(
+            cases[2].attribute("name"),
+            Some("sensor-1 publish \"x\" deny")
+        );
         let failures: Vec<_> = doc
             .descendants()
             .filter(|n| n.has_tag_name("failure"))

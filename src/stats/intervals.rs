@@ -95,7 +95,10 @@ impl std::fmt::Debug for Intervals {
         f.debug_struct("Intervals")
             .field("base", &self.base)
             .field("cut_at", &self.cut_at)
-            .field("intervals", &self.series.iter().map(Vec::len).collect::<Vec<_>>())
+            .field(
+                "intervals",
+                &self.series.iter().map(Vec::len).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
