@@ -298,3 +298,60 @@ fn scenario_slo_errors_point_at_the_key() {
         ]
     );
 }
+
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn ctrl_c_still_writes_every_output() {
+    use std::io::{BufRead as _, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    // The same tiny scenario, held long enough to be interrupted mid-traffic.
+    let text = std::fs::read_to_string("tests/fixtures/outputs.toml")
+        .unwrap()
+        .replace("duration = \"3s\"", "duration = \"60s\"");
+    let scenario = tmp.path().join("long.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let out = tmp.path().join("out");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("thingswarm"))
+        .arg("run")
+        .arg(&scenario)
+        .args(["--no-tui", "--slo", "e2e_p99<30s", "--certs-dir"])
+        .arg(tmp.path().join("certs"))
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    // Watchdog: a hung run is killed rather than hanging the suite.
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(90));
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref().take(50) {
+        let line = line.unwrap();
+        let traffic = line.contains("delivered") && !line.contains("delivered 0/s");
+        seen.push(line);
+        if traffic {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("delivered")),
+        "{seen:?}"
+    );
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let _rest: Vec<_> = lines.take(200).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["interrupted"], true);
+    assert_eq!(schema_errors(&report), Vec::<String>::new());
+    assert_eq!(report["slos"][0]["slo"], "connect_p99 <= 30s");
+    for file in ["junit.xml", "connect.hlog", "e2e.hlog"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let (_, intervals) = hlog_total(&out.join("e2e.hlog"));
+    assert!(intervals >= 1);
+}
