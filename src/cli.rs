@@ -36,12 +36,13 @@ pub enum Command {
     /// AWS IoT Core policies offline: evaluate requests (like TestAuthorization) and lint.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Compare two reports for regressions. [not built yet]
-    Compare(NotBuilt),
+    /// Compare two reports metric by metric; exit code 1 when any got worse beyond the
+    /// tolerance.
+    Compare(CompareArgs),
     /// Merge shard reports. [not built yet]
     Merge(NotBuilt),
-    /// Re-render a saved report. [not built yet]
-    Report(NotBuilt),
+    /// Re-render the text summary of a saved report (a results directory or its report.json).
+    Report(ReportArgs),
 }
 
 /// Arguments of a command that is not built yet: accepted so the command can say so plainly.
@@ -140,6 +141,65 @@ pub struct RunArgs {
     /// key is pressed (the summary is printed on stdout either way).
     #[arg(long)]
     pub exit_on_finish: bool,
+    /// A service-level objective, METRIC OP VALUE (repeatable), e.g. 'e2e_p99<50ms',
+    /// 'delivered_rate>=1000/s', 'error_rate<=0.1%'; judged with the scenario's [slo]; any
+    /// failure gives exit code 1.
+    #[arg(long = "slo", value_name = "EXPR", value_parser = parse_slo)]
+    pub slo: Vec<crate::slo::Slo>,
+}
+
+fn parse_slo(s: &str) -> Result<crate::slo::Slo, crate::slo::SloError> {
+    crate::slo::Slo::parse_expr(s)
+}
+
+/// `thingswarm compare BASE CURRENT`
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline: a report.json or a results directory.
+    #[arg(value_name = "BASE")]
+    pub base: PathBuf,
+    /// The run to judge: a report.json or a results directory.
+    #[arg(value_name = "CURRENT")]
+    pub current: PathBuf,
+    /// Largest change for the worse that is not a regression, e.g. 10% (or 0.1).
+    #[arg(long, default_value = "10%", value_name = "PERCENT", value_parser = parse_percent)]
+    pub max_regression: f64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = CompareFormat::Text)]
+    pub format: CompareFormat,
+}
+
+/// How `compare` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareFormat {
+    /// Aligned columns.
+    Text,
+    /// A Markdown table (for a PR or a chat).
+    Markdown,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(n) => n.trim().parse::<f64>().map(|x| x / 100.0),
+        None => t.parse::<f64>(),
+    };
+    v.ok()
+        .filter(|x| x.is_finite() && *x >= 0.0 && *x < 1.0)
+        .ok_or_else(|| {
+            format!("{s:?} is not a tolerance (expected a percentage from 0% to 99%, e.g. 10%)")
+        })
+}
+
+/// `thingswarm report DIR`
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results directory (or its report.json).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Also render the HTML report into this file (`-` for stdout, instead of the text).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// `thingswarm check SCENARIO`

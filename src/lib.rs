@@ -21,7 +21,9 @@
 //! - [`fleet`]: the runner: paced connects, one task per device, per-device open-model
 //!   message schedules, failures classified and counted.
 //! - [`stats`]: counters, batched HDR histograms, the aggregator's snapshots, sequence tracking.
-//! - [`report`]: the one `Report` value, written as JSON and printed as a summary.
+//! - [`report`]: the one `Report` value, written as JSON and printed as a summary; HDR
+//!   interval logs, JUnit XML and `compare` derive from it.
+//! - [`slo`]: service-level objectives (`[slo]`, `--slo`), judged against the report.
 //! - [`prometheus`]: `/metrics` served during a run and Pushgateway pushes, from snapshots.
 //! - [`traffic`]: message payloads (raw or generated JSON) carrying the measurement header.
 //! - [`tui`]: the live dashboard of `thingswarm run` (ratatui): a pure `render(View)`, an
@@ -50,6 +52,7 @@ pub mod proxy;
 pub mod report;
 pub mod scenario;
 pub mod shutdown;
+pub mod slo;
 pub mod stats;
 pub mod template;
 pub mod tls;

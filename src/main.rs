@@ -22,6 +22,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<NotBuiltYet>()
             || cause.is::<FeatureMissing>()
             || cause.is::<PolicyError>()
+            || cause.is::<thingswarm::report::LoadError>()
         {
             return 2;
         }

@@ -67,7 +67,11 @@ wait = "1s"
 
 /// Runs the binary on `scenario` against a fresh mosquitto; None when mosquitto is missing
 /// outside CI.
-fn run(scenario: &str, acl_text: &str) -> Option<(assert_cmd::assert::Assert, serde_json::Value)> {
+/// Runs `scenario` against mosquitto with `acl_text`: the assertion, report.json and junit.xml.
+fn run(
+    scenario: &str,
+    acl_text: &str,
+) -> Option<(assert_cmd::assert::Assert, serde_json::Value, String)> {
     thingswarm::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("probes.toml");
@@ -106,12 +110,13 @@ fn run(scenario: &str, acl_text: &str) -> Option<(assert_cmd::assert::Assert, se
         .timeout(std::time::Duration::from_secs(120))
         .assert();
     let report = std::fs::read_to_string(Path::new(&out).join("report.json")).unwrap();
-    Some((assert, serde_json::from_str(&report).unwrap()))
+    let junit = std::fs::read_to_string(Path::new(&out).join("junit.xml")).unwrap();
+    Some((assert, serde_json::from_str(&report).unwrap(), junit))
 }
 
 fn check(protocol: &str) {
     let scenario = SCENARIO.replace("PROTOCOL", protocol);
-    let Some((assert, report)) = run(&scenario, ACL) else {
+    let Some((assert, report, _)) = run(&scenario, ACL) else {
         return;
     };
     assert.success().stdout(predicate::str::contains(
@@ -134,7 +139,7 @@ fn check(protocol: &str) {
     assert_eq!(signals[3], "SUBACK granted, not delivered within 1s");
 
     let wrong = format!("{scenario}{WRONG}");
-    let Some((assert, report)) = run(&wrong, ACL) else {
+    let Some((assert, report, junit)) = run(&wrong, ACL) else {
         return;
     };
     assert
@@ -143,6 +148,25 @@ fn check(protocol: &str) {
         .stdout(predicate::str::contains(
             "MISMATCH dev-1 receive dt/dev-0/cmd: expected allow, observed deny (SUBACK granted, not delivered within 1s)",
         ));
+    // junit.xml: one test case per expectation, the mismatch as its one failure.
+    let doc = roxmltree::Document::parse(&junit).unwrap();
+    let cases: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), 8, "{junit}");
+    let failed: Vec<_> = cases
+        .iter()
+        .filter(|c| c.children().any(|n| n.has_tag_name("failure")))
+        .collect();
+    assert_eq!(failed.len(), 1, "{junit}");
+    assert!(
+        failed[0]
+            .attribute("name")
+            .unwrap()
+            .contains("dev-1 receive dt/dev-0/cmd"),
+        "{junit}"
+    );
     // Mismatches come first.
     let first = &report["expectations"]["results"][0];
     assert_eq!(first["holds"], false);
@@ -163,7 +187,7 @@ fn run_expectations_v5() {
 fn shipped_policy_denials_scenario_holds_against_its_acl() {
     let text = std::fs::read_to_string("scenarios/policy-denials.toml").unwrap();
     let acl = std::fs::read_to_string("scenarios/policy-denials.acl").unwrap();
-    let Some((assert, report)) = run(&text, &acl) else {
+    let Some((assert, report, _)) = run(&text, &acl) else {
         return;
     };
     assert.success().stdout(predicate::str::contains(
@@ -208,7 +232,7 @@ wait = "1s"
 
 #[test]
 fn policy_matrix_agrees_with_a_matching_broker() {
-    let Some((assert, report)) = run(&policy_scenario(), ACL) else {
+    let Some((assert, report, _)) = run(&policy_scenario(), ACL) else {
         return;
     };
     assert.success().stdout(predicate::str::contains(
@@ -225,7 +249,7 @@ fn policy_matrix_agrees_with_a_matching_broker() {
 #[test]
 fn policy_matrix_catches_a_broker_that_differs() {
     let too_open = "pattern readwrite #\n";
-    let Some((assert, _)) = run(&policy_scenario(), too_open) else {
+    let Some((assert, _, _)) = run(&policy_scenario(), too_open) else {
         return;
     };
     assert

@@ -1,11 +1,12 @@
 //! Property tests: the scenario parser, payload templates, name templates and topic/filter
-//! validation never panic, whatever they are given; what they accept renders without
-//! panicking too. (The policy evaluator of the issue does not exist in this version.)
+//! validation and the AWS IoT policy parser, evaluator and lint never panic, whatever they are
+//! given; what they accept renders (or evaluates) without panicking too.
 
 use std::path::Path;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use thingswarm::policy::{evaluate, lint, Context, Policy};
 use thingswarm::scenario::traffic::matches;
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::template::{Template, Value};
@@ -195,4 +196,52 @@ fn the_scenario_mutated_above_is_valid() {
     assert_eq!(plan.total_devices(), 11);
     assert!(plan.groups[0].publish.is_some());
     assert_eq!(plan.groups[1].subscribe.len(), 2);
+}
+
+/// Characters policy strings are made of: wildcards, variables, ARN and MQTT punctuation.
+fn policy_text() -> impl Strategy<Value = String> {
+    "[a-z0-9*?${}:/#+.\\[\\]-]{0,24}"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn policy_documents_never_panic_the_parser(text in any::<String>()) {
+        let _ = Policy::parse("fuzz.json", &text);
+    }
+
+    #[test]
+    fn policy_evaluation_and_lint_never_panic(
+        effects in prop::collection::vec(prop_oneof![Just("Allow"), Just("Deny")], 1..4),
+        actions in prop::collection::vec(policy_text(), 1..4),
+        resources in prop::collection::vec(policy_text(), 1..4),
+        action in policy_text(),
+        resource in policy_text(),
+        client_id in policy_text(),
+    ) {
+        let statements: Vec<serde_json::Value> = effects
+            .iter()
+            .zip(actions.iter().cycle())
+            .zip(resources.iter().cycle())
+            .map(|((e, a), r)| serde_json::json!({
+                "Effect": e,
+                "Action": format!("iot:{a}"),
+                "Resource": format!("arn:aws:iot:us-east-1:123456789012:{r}"),
+            }))
+            .collect();
+        let doc = serde_json::json!({ "Version": "2012-10-17", "Statement": statements });
+        if let Ok(policy) = Policy::parse("fuzz.json", &doc.to_string()) {
+            let policies = [policy];
+            let ctx = Context { client_id: Some(client_id), ..Context::default() };
+            let _ = evaluate(&policies, &ctx, &format!("iot:{action}"), &resource);
+            let _ = evaluate(
+                &policies,
+                &ctx,
+                "iot:Publish",
+                &format!("arn:aws:iot:us-east-1:123456789012:topic/{resource}"),
+            );
+            let _ = lint(&policies);
+        }
+    }
 }

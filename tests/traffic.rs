@@ -196,11 +196,9 @@ publish = { topic = "t/{client_id}", qos = 1, rate = "50/s", size = 64 }
     // A pause is not loss: nothing is owed for it, and what was sent arrives.
     assert_eq!(t.delivered, t.sent);
     assert_eq!(traffic.sequence.lost, 0);
+    use thingswarm::fleet::control::ControlAction::*;
     let actions: Vec<_> = result.events.iter().map(|e| e.action).collect();
-    assert_eq!(
-        actions,
-        ["rate", "rate", "rate", "rate", "rate", "pause", "resume"]
-    );
+    assert_eq!(actions, [Rate, Rate, Rate, Rate, Rate, Pause, Resume]);
     assert!(result.events[5].t < result.events[6].t);
     assert_eq!(result.events[6].rate_percent, 50);
 }

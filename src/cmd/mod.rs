@@ -4,8 +4,11 @@
 mod broker;
 mod certs;
 mod check;
+mod compare;
+mod outputs;
 mod policy;
 mod proxy;
+mod report;
 mod run;
 
 use crate::cli::{Cli, Command};
@@ -52,8 +55,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Broker(args) => broker::run(args).map(|()| Outcome::Done),
         Command::Proxy(args) => proxy::run(args).map(|()| Outcome::Done),
         Command::Policy(cmd) => policy::run(cmd),
-        Command::Compare(_) => Err(NotBuiltYet("compare").into()),
+        Command::Compare(args) => compare::run(args),
         Command::Merge(_) => Err(NotBuiltYet("merge").into()),
-        Command::Report(_) => Err(NotBuiltYet("report").into()),
+        Command::Report(args) => report::run(args).map(|()| Outcome::Done),
     }
 }

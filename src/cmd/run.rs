@@ -248,7 +248,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 
     let usage = rusage::usage();
     let totals = result.last.totals;
-    let report = Report {
+    let mut report = Report {
         schema_version: report::SCHEMA_VERSION,
         thingswarm_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: started_at
@@ -317,10 +317,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             includes_embedded_broker: matches!(plan.target, Target::Embedded),
         },
         expectations,
+        slos: Vec::new(),
     };
+    let slos: Vec<_> = plan.slos.iter().chain(&args.slo).cloned().collect();
+    report.slos = crate::slo::evaluate(&slos, &report);
     report
         .write(&out)
         .with_context(|| format!("writing the report to {}", out.display()))?;
+    super::outputs::write(&out, &report, &result.intervals)?;
     let expect_summary = report
         .expectations
         .as_ref()
@@ -359,11 +363,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         ))
         .into());
     }
-    if report
+    let expectations_failed = report
         .expectations
         .as_ref()
-        .is_some_and(|e| e.mismatches > 0)
-    {
+        .is_some_and(|e| e.mismatches > 0);
+    if expectations_failed || report.slos.iter().any(|s| !s.passed) {
         return Ok(Outcome::Failed);
     }
     Ok(Outcome::Done)

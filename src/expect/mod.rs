@@ -49,7 +49,7 @@ impl std::fmt::Display for Action {
 }
 
 /// What a probe expects, or what it observed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// The broker let the action happen.
@@ -109,7 +109,7 @@ pub struct Probe {
 }
 
 /// What a probe found.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProbeResult {
     /// The acting device.
     pub client_id: String,

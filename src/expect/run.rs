@@ -13,7 +13,7 @@ use crate::scenario::{DeviceRef, Plan};
 use crate::tls::TlsError;
 
 /// The report's `expectations` section.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ExpectationsReport {
     /// Probes run.
     pub total: usize,
@@ -26,7 +26,7 @@ pub struct ExpectationsReport {
 }
 
 /// Probe counts of one device group.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ExpectGroup {
     /// The group name.
     pub group: String,
@@ -37,7 +37,7 @@ pub struct ExpectGroup {
 }
 
 /// One probe's result and its device's group.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct GroupedResult {
     /// The acting device's group.
     pub group: String,

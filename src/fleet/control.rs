@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// One `+`/`-` step, in percent of the scenario's planned rate.
@@ -45,13 +45,25 @@ impl Control {
     }
 }
 
+/// What a [`ControlEvent`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlAction {
+    /// Publishing paused.
+    Pause,
+    /// Publishing resumed.
+    Resume,
+    /// The rate changed by a step.
+    Rate,
+}
+
 /// A change of the traffic during the run, for the report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ControlEvent {
     /// Seconds since the run started.
     pub t: f64,
-    /// `pause`, `resume` or `rate`.
-    pub action: &'static str,
+    /// What changed.
+    pub action: ControlAction,
     /// The rate in force after the change, in percent of the plan.
     pub rate_percent: u32,
 }
@@ -60,7 +72,7 @@ pub struct ControlEvent {
 /// and the runner (which hands receivers to devices and the log to the report).
 pub struct Controller {
     tx: watch::Sender<Control>,
-    log: Mutex<Vec<(Instant, &'static str, u32)>>,
+    log: Mutex<Vec<(Instant, ControlAction, u32)>>,
 }
 
 impl Default for Controller {
@@ -121,9 +133,9 @@ impl Controller {
         f(&mut after);
         if after != before {
             let action = match (before.paused, after.paused) {
-                (false, true) => "pause",
-                (true, false) => "resume",
-                _ => "rate",
+                (false, true) => ControlAction::Pause,
+                (true, false) => ControlAction::Resume,
+                _ => ControlAction::Rate,
             };
             self.log.lock().expect("control log lock").push((
                 Instant::now(),
@@ -159,7 +171,8 @@ mod tests {
         assert_eq!(c.current().rate_percent, MAX_RATE_PERCENT);
         let events = c.events(started);
         let actions: Vec<_> = events.iter().take(3).map(|e| e.action).collect();
-        assert_eq!(actions, ["rate", "pause", "resume"]);
+        use ControlAction::*;
+        assert_eq!(actions, [Rate, Pause, Resume]);
         // Steps that change nothing (at a bound) are not events.
         assert_eq!(events.len(), 3 + 10 + 99);
         assert!(events.windows(2).all(|w| w[0].t <= w[1].t));

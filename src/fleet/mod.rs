@@ -108,6 +108,8 @@ pub struct RunResult {
     pub events: Vec<ControlEvent>,
     /// Per group: loss of a session -> CONNACK of its reconnect.
     pub recovery: Vec<crate::stats::Percentiles>,
+    /// Per-second latency histograms (for the HdrHistogram interval logs).
+    pub intervals: crate::stats::intervals::Intervals,
 }
 
 /// What the devices' messages did.
@@ -253,6 +255,7 @@ pub async fn run(
         recovery: (0..plan.groups.len())
             .map(|g| recorder.recovery(g))
             .collect(),
+        intervals: aggregator.take_intervals(),
     }
 }
 

@@ -12,7 +12,7 @@ use super::{Delay, Proxy};
 use crate::scenario::faults::{FaultAction, FaultPlan};
 
 /// A fault as injected, for the report (`faults`, beside the once-per-second timeline).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct FaultEvent {
     /// Seconds since the run started (the timeline's origin).
     pub t: f64,

@@ -656,6 +656,7 @@ mod tests {
             events: Vec::new(),
             faults: Vec::new(),
             expectations: None,
+            slos: Vec::new(),
             client: ClientUsage {
                 cpu_s: 0.0,
                 cpu_ms_per_connect: 0.0,

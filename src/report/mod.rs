@@ -1,5 +1,13 @@
 //! The end-of-run report: one [`Report`] value, rendered as `report.json` and as the human
 //! summary printed at the end. Later renderers (JUnit, Prometheus, HTML) take the same value.
+//! The committed JSON Schema `report.schema.json` beside this file describes `report.json`.
+
+pub mod compare;
+pub mod hlog;
+pub mod junit;
+mod load;
+
+pub use load::LoadError;
 
 pub mod html;
 
@@ -7,20 +15,24 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::fleet::control::ControlEvent;
+use crate::fleet::control::{ControlAction, ControlEvent};
 use crate::fleet::TrafficResult;
 use crate::stats::histogram::{self, fmt_us, Percentiles};
 use crate::stats::sequence::SequenceTotals;
 use crate::stats::{Counts, ErrorRow, Metric, TimelinePoint};
 use crate::tls::probe::Negotiated;
 
+/// The JSON Schema of `report.json` (committed beside this file; tests validate real reports
+/// against it), for tools that consume reports.
+pub const SCHEMA_JSON: &str = include_str!("report.schema.json");
+
 /// Bumped whenever a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Everything a run reports.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// See [`SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -37,7 +49,7 @@ pub struct Report {
     /// The machine the client ran on.
     pub environment: Environment,
     /// What each measured figure means.
-    pub definitions: BTreeMap<&'static str, &'static str>,
+    pub definitions: BTreeMap<String, String>,
     /// Per group: where its identities came from.
     pub identities: Vec<IdentityInfo>,
     /// Devices in the plan.
@@ -67,10 +79,13 @@ pub struct Report {
     /// `[[expect]]` probes: expected vs observed with the signal, mismatches first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expectations: Option<crate::expect::ExpectationsReport>,
+    /// Each service-level objective, evaluated (scenario `[slo]` first, then `--slo` flags).
+    #[serde(default)]
+    pub slos: Vec<crate::slo::SloOutcome>,
 }
 
 /// The scenario file echoed into the report, so a result is reproducible from it alone.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScenarioEcho {
     /// Scenario name.
     pub name: String,
@@ -81,7 +96,7 @@ pub struct ScenarioEcho {
 }
 
 /// The broker the run targeted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TargetInfo {
     /// `mqtts://host:port`.
     pub url: String,
@@ -92,7 +107,7 @@ pub struct TargetInfo {
 }
 
 /// Facts about the client machine that bound what it can do.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Environment {
     /// Logical CPUs available.
     pub cores: usize,
@@ -115,7 +130,7 @@ impl Environment {
 }
 
 /// Where a group's identities came from.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdentityInfo {
     /// Group name.
     pub group: String,
@@ -134,7 +149,7 @@ pub struct IdentityInfo {
 }
 
 /// One group's outcome.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupReport {
     /// Group name.
     pub name: String,
@@ -154,7 +169,7 @@ pub struct GroupReport {
 }
 
 /// Phase durations, seconds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Phases {
     /// First attempt until every device attempted.
     pub ramp_s: f64,
@@ -163,7 +178,7 @@ pub struct Phases {
 }
 
 /// A histogram as percentiles plus its lossless encoding.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HistogramReport {
     /// Percentiles, microseconds.
     #[serde(flatten)]
@@ -184,7 +199,7 @@ impl HistogramReport {
 
 /// What the devices' messages did: the steady-state window (the headline) and the whole
 /// traffic window, plus loss settled from sequence numbers.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrafficReport {
     /// Length of the traffic window (the scenario's `duration`), seconds.
     pub window_s: f64,
@@ -201,7 +216,7 @@ pub struct TrafficReport {
 }
 
 /// Loss split by where it happened, so a fault shows where it struck.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LossReport {
     /// Intended send time passed while the device was disconnected: never written.
     pub never_sent: u64,
@@ -217,7 +232,7 @@ pub struct LossReport {
 }
 
 /// Counts, rates and latencies over one window.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrafficFigures {
     /// PUBLISH written.
     pub sent: u64,
@@ -295,7 +310,7 @@ impl TrafficReport {
 }
 
 /// thingswarm's own CPU and memory.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClientUsage {
     /// User + system CPU seconds of the whole process (identity loading included).
     pub cpu_s: f64,
@@ -311,8 +326,8 @@ pub struct ClientUsage {
 }
 
 /// The definitions stated in every report (DESIGN.md section 5).
-pub fn definitions() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([
+pub fn definitions() -> BTreeMap<String, String> {
+    [
         ("connect_latency_us", "TCP connect start -> CONNACK received, per successful device, microseconds. Includes the TLS handshake; rumqttc does not expose the TCP/TLS/CONNACK boundaries, so phases are not split."),
         ("connects", "sessions that received a successful CONNACK"),
         ("failed", "connect attempts that ended in an error, a refusal or the group's connect timeout"),
@@ -332,7 +347,13 @@ pub fn definitions() -> BTreeMap<&'static str, &'static str> {
         ("traffic.e2e_corrected_us", "CORRECTED: intended send time (schedule) -> received by a subscriber: includes time a message waited behind slow sends (no coordinated omission); same process, one monotonic clock"),
         ("traffic.e2e_uncorrected_us", "UNCORRECTED: actual send time (handed to the MQTT client) -> received by a subscriber"),
         ("traffic.sequence", "per publisher, from sequence numbers at each subscriber whose filter matches the publisher's topic: lost = sent - distinct received; duplicates and reordering as seen"),
-    ])
+        ("slos.error_rate", "(failed connects + refused publishes + dropped sessions) / (connect attempts + publishes sent)"),
+        ("slos.loss", "lost / (lost + distinct received) at subscribers, whole window"),
+        ("slos.rates", "sent_rate and delivered_rate: steady window; acked_rate: acknowledged messages over the whole traffic window"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 impl Report {
@@ -465,8 +486,9 @@ impl Report {
                 .events
                 .iter()
                 .map(|e| match e.action {
-                    "rate" => format!("{:.1}s rate {}%", e.t, e.rate_percent),
-                    action => format!("{:.1}s {action}", e.t),
+                    ControlAction::Rate => format!("{:.1}s rate {}%", e.t, e.rate_percent),
+                    ControlAction::Pause => format!("{:.1}s pause", e.t),
+                    ControlAction::Resume => format!("{:.1}s resume", e.t),
                 })
                 .collect();
             let _ = writeln!(
@@ -542,6 +564,7 @@ impl Report {
                 ""
             }
         );
+        s.push_str(&crate::slo::summary_lines(&self.slos));
         s
     }
 }

@@ -40,8 +40,11 @@
 //! stall = "1s"                     # or delay = "20ms" (jitter = "5ms"), or reset = 0.5
 //! ```
 //!
-//! Keys of capabilities that are not built yet (`[slo]`, `[target].sni`,
-//! `[identity].subject`) are recognised and refused
+//! `[slo]` holds service-level objectives (`e2e_p99 = "50ms"`, `max_error_rate = "0.1%"`;
+//! see [`crate::slo`]).
+//!
+//! Keys of capabilities that are not built yet (`[target].sni`, `[identity].subject`) are
+//! recognised and refused
 //! by name, never silently ignored; any other unknown key is an error at its line.
 //!
 //! # Run semantics
@@ -56,6 +59,7 @@ mod expect;
 pub mod faults;
 mod raw;
 pub mod reconnect;
+mod slo;
 mod tls;
 pub mod traffic;
 mod values;
@@ -127,6 +131,8 @@ pub struct Plan {
     pub expect: Vec<ExpectPlan>,
     /// `[policy]`: the AWS IoT policies every device has (the embedded broker enforces them).
     pub policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
+    /// The `[slo]` table's objectives, judged against the report.
+    pub slos: Vec<crate::slo::Slo>,
 }
 
 /// Where devices connect.
@@ -321,13 +327,7 @@ fn validate(
     raw: RawScenario,
     overrides: &Overrides,
 ) -> Result<Plan, ScenarioError> {
-    not_built(
-        src,
-        "",
-        "slo",
-        &raw.slo,
-        "SLO checks arrive with a later version",
-    )?;
+    let slos = slo::slos(src, raw.slo.as_ref())?;
     let name = slug(src, "name", &raw.name)?;
     let duration = duration(src, "duration", &raw.duration)?;
     let (target, default_protocol) = target(src, raw.target.as_ref(), overrides)?;
@@ -358,6 +358,7 @@ fn validate(
         faults: faults::faults(src, raw.fault.as_ref())?,
         expect,
         policy,
+        slos,
     })
 }
 

@@ -27,8 +27,8 @@ pub(super) struct RawScenario {
     pub expect: Option<Spanned<Vec<Spanned<super::expect::RawExpect>>>>,
     /// AWS IoT policies as the source of expectations (`[policy]`).
     pub policy: Option<Spanned<super::expect::RawPolicy>>,
-    /// Service-level objectives: not built yet.
-    pub slo: Option<Spanned<IgnoredAny>>,
+    /// Service-level objectives: metric = threshold (see [`crate::slo`]).
+    pub slo: Option<std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
     /// Fault timeline (`[[fault]]`): checked in `faults.rs`.
     pub fault: Option<Spanned<Vec<Spanned<super::faults::RawFault>>>>,
 }

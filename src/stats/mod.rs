@@ -8,6 +8,7 @@
 //! (progress line, TUI, report) only ever see snapshots: device tasks never touch the UI.
 
 pub mod histogram;
+pub mod intervals;
 pub mod rusage;
 pub mod sequence;
 
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use histogram::{Distribution, Percentiles};
 
@@ -92,7 +93,7 @@ pub struct GroupCounters {
 }
 
 /// A point-in-time copy of [`GroupCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// See [`GroupCounters::attempted`].
     pub attempted: u64,
@@ -209,7 +210,7 @@ impl std::ops::AddAssign for Counts {
 }
 
 /// One class of error with how often it happened and the latest example.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRow {
     /// Stable class name, e.g. `tls: unknown CA` (DESIGN.md section 5).
     pub class: String,
@@ -405,7 +406,8 @@ pub enum Metric {
     AckCorrected = 3,
 }
 
-const METRICS: usize = 4;
+/// Message-latency metrics ([`Metric`] variants).
+pub const METRICS: usize = 4;
 
 /// Per shard: for each metric, the whole traffic window and its steady part.
 struct TrafficHistograms {
@@ -488,7 +490,7 @@ pub struct TrafficLatency {
 }
 
 /// One sample of the run's gauges, kept once per second for the report.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
     /// Seconds since the run started.
     pub t: f64,
@@ -516,7 +518,7 @@ pub struct TimelinePoint {
 
 /// Latency percentiles over one timeline interval, microseconds (all zero when `count` is 0):
 /// what the report's latency-over-time plot draws.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct IntervalPercentiles {
     /// Samples in the interval.
     pub count: u64,
@@ -642,6 +644,7 @@ pub struct Aggregator {
     last: Counts,
     last_sample: (f64, Counts),
     timeline: Vec<TimelinePoint>,
+    intervals: intervals::Intervals,
 }
 
 impl Aggregator {
@@ -664,6 +667,11 @@ impl Aggregator {
             last: Counts::default(),
             last_sample: (0.0, Counts::default()),
             timeline: Vec::new(),
+            intervals: intervals::Intervals::new(
+                std::time::SystemTime::now()
+                    .checked_sub(now.elapsed())
+                    .unwrap_or_else(std::time::SystemTime::now),
+            ),
         }
     }
 
@@ -703,6 +711,7 @@ impl Aggregator {
                 .add(&self.traffic_interval[m])
                 .expect("same bounds");
         }
+        self.intervals.add(&self.interval, &self.traffic_interval);
 
         let now = Instant::now();
         let elapsed = now - self.recorder.started;
@@ -753,6 +762,7 @@ impl Aggregator {
             for h in &mut self.second_traffic {
                 h.reset();
             }
+            self.intervals.cut(elapsed);
         }
 
         let errors = self
@@ -799,6 +809,16 @@ impl Aggregator {
     /// Connect latency since the start (for the report's serialised histogram).
     pub fn connect_histogram(&self) -> &Histogram<u64> {
         &self.cumulative
+    }
+
+    /// The per-second interval histograms, the last (partial) interval cut at the last tick:
+    /// call after the final [`Aggregator::tick`].
+    pub fn take_intervals(&mut self) -> intervals::Intervals {
+        let elapsed = self.last_tick - self.recorder.started;
+        let base = self.intervals.base;
+        let mut taken = std::mem::replace(&mut self.intervals, intervals::Intervals::new(base));
+        taken.cut(elapsed);
+        taken
     }
 
     /// The once-per-second samples so far.

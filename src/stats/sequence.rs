@@ -37,7 +37,7 @@ pub enum Arrival {
 }
 
 /// Totals over publishers once the run is over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SequenceTotals {
     /// Distinct messages received.
     pub unique: u64,

@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 pub const PROBE_WITHIN: Duration = Duration::from_secs(5);
 
 /// What the probe handshake negotiated.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Negotiated {
     /// Protocol version, e.g. `TLSv1.3`.
     pub version: String,
