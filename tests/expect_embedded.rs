@@ -123,7 +123,7 @@ fn check(protocol: Protocol) {
     assert_eq!(results[5].signal, "SUBACK granted, not delivered within 1s");
     let sub = match protocol {
         Protocol::V311 => "SUBACK 0x80",
-        Protocol::V5 => "SUBACK refused (reason code >= 0x80)",
+        Protocol::V5 => "SUBACK 0x87 NotAuthorized",
     };
     assert_eq!(results[6].signal, sub);
 }

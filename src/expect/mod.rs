@@ -196,13 +196,6 @@ fn closed(f: &Failure) -> Observation {
     (Verdict::Deny, format!("connection closed ({})", f.class))
 }
 
-fn suback_refused(p: Protocol) -> String {
-    match p {
-        Protocol::V311 => "SUBACK 0x80".into(),
-        Protocol::V5 => "SUBACK refused (reason code >= 0x80)".into(),
-    }
-}
-
 enum Step {
     Granted,
     Refused(String),
@@ -224,9 +217,9 @@ async fn subscribe(s: &mut Session, filter: &str, t: &ProbeTarget) -> Step {
         match timeout_at(deadline, s.next()).await {
             Err(_) => return Step::TimedOut,
             Ok(Err(f)) => return Step::Closed(f),
-            Ok(Ok(Seen::SubAcked { refused })) if refused > 0 => {
-                return Step::Refused(suback_refused(t.protocol))
-            }
+            Ok(Ok(Seen::SubAcked {
+                reason: Some(r), ..
+            })) => return Step::Refused(format!("SUBACK {r}")),
             Ok(Ok(Seen::SubAcked { .. })) => return Step::Granted,
             Ok(Ok(_)) => {}
         }

@@ -170,13 +170,17 @@ impl Session {
                     refused: None,
                 }),
                 Ok(E4::Incoming(P4::Publish(p))) => Ok(Seen::Received(p.payload)),
-                Ok(E4::Incoming(P4::SubAck(s))) => Ok(Seen::SubAcked {
-                    refused: s
+                Ok(E4::Incoming(P4::SubAck(s))) => {
+                    let refused = s
                         .return_codes
                         .iter()
                         .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                        .count(),
-                }),
+                        .count();
+                    Ok(Seen::SubAcked {
+                        refused,
+                        reason: (refused > 0).then(|| "0x80".to_string()),
+                    })
+                }
                 Ok(_) => Ok(Seen::Other),
                 Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::AwaitPingResp)) => {
                     Err(Failure::new(KEEPALIVE, "no PINGRESP within the keepalive"))
@@ -199,13 +203,19 @@ impl Session {
                         .then(|| format!("{:?}", c.reason)),
                 }),
                 Ok(E5::Incoming(P5::Publish(p))) => Ok(Seen::Received(p.payload)),
-                Ok(E5::Incoming(P5::SubAck(s))) => Ok(Seen::SubAcked {
-                    refused: s
+                Ok(E5::Incoming(P5::SubAck(s))) => {
+                    let mut refusals = s
                         .return_codes
                         .iter()
-                        .filter(|c| !matches!(c, Sub5::Success(_)))
-                        .count(),
-                }),
+                        .filter(|c| !matches!(c, Sub5::Success(_)));
+                    let reason = refusals
+                        .next()
+                        .map(|c| format!("0x{:02X} {c:?}", suback_code(c)));
+                    Ok(Seen::SubAcked {
+                        refused: refusals.count() + usize::from(reason.is_some()),
+                        reason,
+                    })
+                }
                 Ok(E5::Incoming(P5::Disconnect(d))) => Err(disconnected_v5(
                     d.reason_code,
                     d.properties
@@ -275,6 +285,9 @@ pub enum Seen {
     SubAcked {
         /// Filters the broker refused.
         refused: usize,
+        /// The first refusal's reason: `0x80` (3.1.1) or the v5 reason code with its name
+        /// (`0x87 NotAuthorized`).
+        reason: Option<String>,
     },
     /// Anything else (pings, CONNACK of a reconnect that never happens, ...).
     Other,
@@ -329,6 +342,24 @@ fn lost(err: &(dyn std::error::Error + 'static)) -> Failure {
     Failure {
         class,
         detail: failure.detail,
+    }
+}
+
+/// The MQTT 5 SUBACK reason code (spec 3.9.3) of a refusal: rumqttc keeps its own mapping
+/// private, and reports should show the number brokers document.
+fn suback_code(c: &rumqttc::v5::mqttbytes::v5::SubscribeReasonCode) -> u8 {
+    use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as Sub5;
+    match c {
+        Sub5::Success(qos) => *qos as u8,
+        Sub5::Failure | Sub5::Unspecified => 0x80,
+        Sub5::ImplementationSpecific => 0x83,
+        Sub5::NotAuthorized => 0x87,
+        Sub5::TopicFilterInvalid => 0x8F,
+        Sub5::PkidInUse => 0x91,
+        Sub5::QuotaExceeded => 0x97,
+        Sub5::SharedSubscriptionsNotSupported => 0x9E,
+        Sub5::SubscriptionIdNotSupported => 0xA1,
+        Sub5::WildcardSubscriptionsNotSupported => 0xA2,
     }
 }
 

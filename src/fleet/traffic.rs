@@ -261,8 +261,8 @@ pub(super) async fn serve(
                         samples.record(rec, Metric::E2eCorrected, steady, ns(h.intended_ns), now);
                         samples.record(rec, Metric::E2eUncorrected, steady, ns(h.sent_ns), now);
                     }
-                    Ok(Seen::SubAcked { refused }) if refused > 0 => {
-                        rec.error("mqtt: subscribe refused", format!("{client_id}: {refused} filter(s) refused"));
+                    Ok(Seen::SubAcked { refused, reason: Some(reason) }) => {
+                        rec.error("mqtt: subscribe refused", format!("{client_id}: {refused} filter(s) refused (SUBACK {reason})"));
                     }
                     Ok(_) => {}
                 }
