@@ -167,6 +167,14 @@ fn check(protocol: &str) {
             .contains("dev-1 receive dt/dev-0/cmd"),
         "{junit}"
     );
+    // The report, with its expectations section, fits the committed schema.
+    let schema: serde_json::Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
     // Mismatches come first.
     let first = &report["expectations"]["results"][0];
     assert_eq!(first["holds"], false);
