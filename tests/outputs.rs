@@ -94,6 +94,17 @@ fn a_failed_slo_exits_1_and_every_output_is_valid() {
     );
     assert_eq!(slos.iter().filter(|s| s["passed"] == true).count(), 6);
 
+    // report.html leads with the verdicts, and says what TLS the devices negotiated.
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for needle in [
+        "<h2>SLOs</h2>",
+        "connect_p50 &lt; 1us",
+        "<b>FAIL</b>",
+        "<h2>TLS</h2>",
+        "TLSv1.",
+    ] {
+        assert!(page.contains(needle), "{needle} missing from report.html");
+    }
     // junit.xml: one testcase per SLO, one failure.
     let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();

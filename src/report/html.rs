@@ -164,7 +164,9 @@ pub fn render(r: &Report) -> String {
     h.push_str(&spectrum(r));
     h.push_str("</div>\n");
 
+    checks(&mut h, r);
     summary_tables(&mut h, r);
+    changes(&mut h, r);
     errors(&mut h, r);
 
     h.push_str("<h2>Environment</h2>\n<table>");
@@ -281,6 +283,107 @@ fn summary_tables(h: &mut String, r: &Report) {
             t.sequence.lost, t.sequence.duplicates, t.sequence.reordered
         );
     }
+}
+
+/// SLO verdicts and policy expectations first: they decide the exit code.
+fn checks(h: &mut String, r: &Report) {
+    let verdict = |ok: bool| if ok { "PASS" } else { "<b>FAIL</b>" };
+    if !r.slos.is_empty() {
+        h.push_str(
+            "<h2>SLOs</h2>\n<table><tr><th>objective</th><th>verdict</th><th>measured</th></tr>",
+        );
+        for o in &r.slos {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&o.slo),
+                verdict(o.passed),
+                esc(&o.message)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if let Some(e) = &r.expectations {
+        let _ = write!(
+            h,
+            "<h2>Expectations</h2>\n<p>{} checked, {} mismatched (mismatches first)</p>\n\
+             <table><tr><th>device</th><th>action</th><th>expected</th><th>observed</th><th>verdict</th><th>signal</th></tr>",
+            e.total, e.mismatches
+        );
+        for g in &e.results {
+            let x = &g.result;
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
+                esc(&x.client_id),
+                esc(&x.action),
+                x.expected,
+                x.observed,
+                verdict(g.holds),
+                esc(&x.signal)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+}
+
+/// What changed under the run: dashboard traffic controls, injected faults, and what TLS each
+/// group negotiated.
+fn changes(h: &mut String, r: &Report) {
+    if r.groups
+        .iter()
+        .any(|g| g.tls.is_some() || g.tls_probe_error.is_some())
+    {
+        h.push_str(
+            "<h2>TLS</h2>\n<table><tr><th>group</th><th>negotiated (probe handshake)</th></tr>",
+        );
+        for g in &r.groups {
+            let text = match (&g.tls, &g.tls_probe_error) {
+                (Some(n), _) => format!(
+                    "{n} ({}), {:.1} ms",
+                    n.kx_group.as_deref().unwrap_or("no key exchange"),
+                    n.handshake_ms
+                ),
+                (None, Some(e)) => format!("probe failed: {e}"),
+                (None, None) => continue,
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td></tr>",
+                esc(&g.name),
+                esc(&text)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if r.events.is_empty() && r.faults.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Events</h2>\n<table><tr><th>t (s)</th><th>what</th></tr>");
+    let mut rows: Vec<(f64, String)> = r
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.t,
+                format!("traffic {:?}, rate {}% of plan", e.action, e.rate_percent),
+            )
+        })
+        .chain(
+            r.faults
+                .iter()
+                .map(|f| (f.t, format!("fault: {}", f.fault))),
+        )
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (t, what) in rows {
+        let _ = write!(
+            h,
+            "<tr><td class=\"n\">{t:.1}</td><td>{}</td></tr>",
+            esc(&what)
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 fn errors(h: &mut String, r: &Report) {
