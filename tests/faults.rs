@@ -148,17 +148,8 @@ fn embedded(fleets: &[Arc<Fleet>]) -> EmbeddedBroker {
 /// byte it read before it acts on a closed connection; `None` (skip) only outside CI when it is
 /// not installed.
 fn mosquitto(fleets: &[Arc<Fleet>]) -> Option<thingswarm::broker::mosquitto::Mosquitto> {
-    match thingswarm::broker::mosquitto::Mosquitto::start(&[fleets[0].root().clone()], "") {
-        Ok(b) => Some(b),
-        Err(e)
-            if std::env::var("CI").as_deref() != Ok("true")
-                && e.to_string().contains("apt-get install") =>
-        {
-            eprintln!("skipping: {e}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
+    thingswarm::broker::mosquitto::Mosquitto::start_unless_missing(&[fleets[0].root().clone()], "")
+        .unwrap()
 }
 
 const NO_DELAY: Delay = Delay {
@@ -430,16 +421,9 @@ publish = { topic = "m/{client_id}", qos = 1, rate = "10/s", size = 32 }
 "#;
     let _serial = serial();
     let (plan, fleets, _tmp) = setup(scenario);
-    let broker = match Mosquitto::start(&[fleets[0].root().clone()], "") {
-        Ok(b) => b,
-        Err(e)
-            if std::env::var("CI").as_deref() != Ok("true")
-                && e.to_string().contains("apt-get install") =>
-        {
-            eprintln!("skipping: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(broker) = Mosquitto::start_unless_missing(&[fleets[0].root().clone()], "").unwrap()
+    else {
+        return;
     };
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()

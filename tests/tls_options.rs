@@ -40,17 +40,7 @@ client_id = "g-{{index}}"
 }
 
 fn mosquitto(fleet: &Fleet, config: &str) -> Option<Mosquitto> {
-    match Mosquitto::start(&[fleet.root().clone()], config) {
-        Ok(b) => Some(b),
-        Err(e)
-            if std::env::var("CI").as_deref() != Ok("true")
-                && e.to_string().contains("apt-get install") =>
-        {
-            eprintln!("skipping: {e}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
+    Mosquitto::start_unless_missing(&[fleet.root().clone()], config).unwrap()
 }
 
 /// Probes once with the first identity, then runs the fleet; returns (probe, run).
