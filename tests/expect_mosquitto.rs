@@ -115,9 +115,7 @@ fn setup(protocol: Protocol, authz: Authz) -> Option<Setup> {
         }
     };
     let roots = [fleets[0].root().clone(), fleets[1].root().clone()];
-    let Some(broker) = Mosquitto::start_unless_missing(&roots, &extra).unwrap() else {
-        return None;
-    };
+    let broker = Mosquitto::start_unless_missing(&roots, &extra).unwrap()?;
     let trust = ServerTrust::roots(std::slice::from_ref(broker.server_ca_der())).unwrap();
     let device = |f: &thingswarm::identity::cache::Fleet, i: usize| Device {
         client_id: f.client_id(i),
