@@ -82,11 +82,8 @@ fn run(
     let acl = dir.path().join("acl");
     std::fs::write(&acl, acl_text).unwrap();
     let roots = [fleets[0].0.root().clone(), fleets[1].0.root().clone()];
-    let Some(broker) =
-        Mosquitto::start_unless_missing(&roots, &format!("acl_file {}\n", acl.display())).unwrap()
-    else {
-        return None;
-    };
+    let acl_config = format!("acl_file {}\n", acl.display());
+    let broker = Mosquitto::start_unless_missing(&roots, &acl_config).unwrap()?;
     let out = dir.path().join("out");
     let assert = Command::cargo_bin("thingswarm")
         .unwrap()
