@@ -619,11 +619,14 @@ impl Chart {
                 let _ = write!(s, "{:.1},{:.1} ", px(x), py(y));
             }
             s.push_str("\"/>");
+            // Markers for short series (a single point draws no line), sized like the
+            // lines: an earlier marker under a later one at the same value shows as a ring.
             if se.points.len() <= 30 {
+                let r = 2.5 + 1.5 * (n - 1 - i) as f64;
                 for &(x, y) in &se.points {
                     let _ = write!(
                         s,
-                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{}\"/>",
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"{r}\" fill=\"{}\"/>",
                         px(x),
                         py(y),
                         se.colour
