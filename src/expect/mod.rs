@@ -157,7 +157,36 @@ fn inconclusive(s: impl Into<String>) -> Observation {
     (Verdict::Inconclusive, s.into())
 }
 
+/// Connect attempts a probe makes while the broker answers "server unavailable".
+const BUSY_ATTEMPTS: u32 = 5;
+/// Pause between those attempts.
+const BUSY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Opens a session for a probe. "Server unavailable" (v5 0x88, 3.1.1 code 3) is a transient
+/// state, not a policy verdict: brokers say it while they still tear down the same client ID's
+/// previous session (rmqtt does, right after the preceding probe's disconnect). Such a refusal
+/// is retried a few times before it counts.
 async fn open(dev: &Device, t: &ProbeTarget) -> Result<Session, Failure> {
+    let mut attempt = 1;
+    loop {
+        match open_once(dev, t).await {
+            Err(f) if attempt < BUSY_ATTEMPTS && busy(&f) => {
+                attempt += 1;
+                tokio::time::sleep(BUSY_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// "Server unavailable" in either protocol's naming (rumqttc: v5 `ServerUnavailable`, 3.1.1
+/// `ServiceUnavailable`).
+fn busy(f: &Failure) -> bool {
+    f.detail.starts_with("CONNACK refused")
+        && (f.detail.contains("ServerUnavailable") || f.detail.contains("ServiceUnavailable"))
+}
+
+async fn open_once(dev: &Device, t: &ProbeTarget) -> Result<Session, Failure> {
     let mut s = Session::new(SessionOptions {
         client_id: dev.client_id.clone(),
         host: &t.host,
