@@ -47,6 +47,10 @@ pub async fn play(
                 None
             }
             FaultAction::Reset(x) => Some(proxy.reset(x)),
+            FaultAction::Bandwidth(b) => {
+                proxy.set_bandwidth(b);
+                None
+            }
         };
         events.push(FaultEvent {
             t: round_ms(origin.elapsed()),
@@ -65,6 +69,7 @@ fn round_ms(d: Duration) -> f64 {
 mod tests {
     use super::*;
     use crate::proxy::ProxyConfig;
+    use std::sync::atomic::Ordering::Relaxed;
 
     #[tokio::test(start_paused = true)]
     async fn faults_fire_at_their_times_in_order() {
@@ -90,11 +95,20 @@ mod tests {
                 at: s(3),
                 action: FaultAction::Reset(1.0),
             },
+            FaultPlan {
+                at: s(4),
+                action: FaultAction::Bandwidth(Some(1000)),
+            },
         ];
         let origin = Instant::now();
-        let events = play(proxy, plan, origin, CancellationToken::new()).await;
-        assert_eq!(events.len(), 2);
+        let events = play(proxy.clone(), plan, origin, CancellationToken::new()).await;
+        assert_eq!(events.len(), 3);
         assert_eq!((events[0].t, events[0].fault.as_str()), (1.0, "stall 1s"));
         assert_eq!((events[1].t, events[1].connections), (3.0, Some(0)));
+        assert_eq!(
+            (events[2].t, events[2].fault.as_str()),
+            (4.0, "bandwidth 1000 B/s")
+        );
+        assert_eq!(proxy.shared.bandwidth.load(Relaxed), 1000);
     }
 }

@@ -11,6 +11,9 @@
 //! [[fault]]
 //! at = "40s"
 //! reset = 0.5            # reset this fraction of open connections (1.0: all)
+//! [[fault]]
+//! at = "50s"
+//! bandwidth = "100KB/s"  # cap each direction of each connection ("off": no cap)
 //! ```
 
 use std::time::Duration;
@@ -30,6 +33,7 @@ pub(super) struct RawFault {
     delay: Option<Spanned<String>>,
     jitter: Option<Spanned<String>>,
     reset: Option<Spanned<f64>>,
+    bandwidth: Option<Spanned<String>>,
 }
 
 /// What a fault does.
@@ -46,6 +50,9 @@ pub enum FaultAction {
     },
     /// Reset this fraction of the open connections.
     Reset(f64),
+    /// From now on cap each direction of each connection at this many bytes/s (`None`: no
+    /// cap).
+    Bandwidth(Option<u64>),
 }
 
 impl std::fmt::Display for FaultAction {
@@ -54,6 +61,8 @@ impl std::fmt::Display for FaultAction {
             FaultAction::Stall(d) => write!(f, "stall {d:?}"),
             FaultAction::Delay { fixed, jitter } => write!(f, "delay {fixed:?} + up to {jitter:?}"),
             FaultAction::Reset(x) => write!(f, "reset {x} of connections"),
+            FaultAction::Bandwidth(Some(b)) => write!(f, "bandwidth {b} B/s"),
+            FaultAction::Bandwidth(None) => write!(f, "bandwidth uncapped"),
         }
     }
 }
@@ -67,8 +76,7 @@ pub struct FaultPlan {
     pub action: FaultAction,
 }
 
-const FORM: &str =
-    r#"expected one of stall = "1s", delay = "20ms" (optional jitter = "5ms") or reset = 0.5"#;
+const FORM: &str = r#"expected one of stall = "1s", delay = "20ms" (optional jitter = "5ms"), reset = 0.5 or bandwidth = "1MB/s" (or "off")"#;
 
 /// Validates the `[[fault]]` entries, sorted by time.
 pub(super) fn faults(
@@ -89,6 +97,16 @@ pub(super) fn faults(
         };
         let at = dur("at", &f.at)?;
         let action = match (&f.stall, &f.delay, &f.reset) {
+            (None, None, None) if f.jitter.is_none() && f.bandwidth.is_some() => {
+                let b = f.bandwidth.as_ref().expect("checked");
+                FaultAction::Bandwidth(match b.get_ref().as_str() {
+                    "off" => None,
+                    text => Some(crate::proxy::args::bandwidth(text).map_err(|m| {
+                        src.at(b.span().start, format!("{key}.bandwidth: {m}, or \"off\""))
+                    })?),
+                })
+            }
+            _ if f.bandwidth.is_some() => return Err(src.at(pos, format!("{key}: {FORM}"))),
             (Some(s), None, None) if f.jitter.is_none() => FaultAction::Stall(dur("stall", s)?),
             (None, Some(d), None) => FaultAction::Delay {
                 fixed: dur("delay", d)?,
@@ -160,6 +178,23 @@ mod tests {
     }
 
     #[test]
+    fn a_bandwidth_cap_is_set_and_lifted() {
+        let p = plan(
+            "[[fault]]\nat = \"1s\"\nbandwidth = \"100KB/s\"\n[[fault]]\nat = \"2s\"\nbandwidth = \"off\"\n",
+        )
+        .unwrap();
+        let actions: Vec<_> = p.faults.iter().map(|f| f.action).collect();
+        assert_eq!(
+            actions,
+            [
+                FaultAction::Bandwidth(Some(100_000)),
+                FaultAction::Bandwidth(None)
+            ]
+        );
+        assert_eq!(actions[0].to_string(), "bandwidth 100000 B/s");
+    }
+
+    #[test]
     fn refuses_ambiguous_or_bad_faults() {
         for (bad, needle) in [
             ("[[fault]]\nat = \"1s\"\n", "expected one of"),
@@ -176,6 +211,14 @@ mod tests {
                 "fault[0].at: \"soon\" is not a duration",
             ),
             ("[[fault]]\nat = \"1s\"\ndrop = 0.1\n", "drop"),
+            (
+                "[[fault]]\nat = \"1s\"\nbandwidth = \"fast\"\n",
+                "fault[0].bandwidth: \"fast\" is not a bandwidth",
+            ),
+            (
+                "[[fault]]\nat = \"1s\"\nbandwidth = \"1MB/s\"\nstall = \"1s\"\n",
+                "expected one of",
+            ),
         ] {
             let err = plan(bad).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
