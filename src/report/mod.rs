@@ -82,6 +82,10 @@ pub struct Report {
     /// Each service-level objective, evaluated (scenario `[slo]` first, then `--slo` flags).
     #[serde(default)]
     pub slos: Vec<crate::slo::SloOutcome>,
+    /// Churn, drop-all storms and their connects/disconnects timeline (scenario `churn`,
+    /// `will`, `[[event]]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<crate::fleet::lifecycle::LifecycleReport>,
 }
 
 /// The scenario file echoed into the report, so a result is reproducible from it alone.
