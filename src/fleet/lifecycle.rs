@@ -46,6 +46,10 @@ pub(super) struct GroupLife {
     churn_failed: AtomicU64,
     churn_connect: Mutex<Histogram<u64>>,
     storms: Mutex<Vec<StormTrack>>,
+    /// Every will payload of the plan (a delivery equal to one, without a measurement header,
+    /// is a will).
+    will_payloads: Arc<[Box<[u8]>]>,
+    wills_received: AtomicU64,
 }
 
 /// What one drop-all left behind, filled in by the devices as they come back.
@@ -66,6 +70,13 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// Empty records for every group of `plan`.
     pub fn new(plan: &Plan) -> Lifecycle {
+        let mut payloads: Vec<Box<[u8]>> = Vec::new();
+        for w in plan.groups.iter().filter_map(|g| g.lifecycle.will.as_ref()) {
+            if !payloads.iter().any(|p| **p == *w.payload.as_bytes()) {
+                payloads.push(w.payload.as_bytes().into());
+            }
+        }
+        let will_payloads: Arc<[Box<[u8]>]> = payloads.into();
         Lifecycle {
             groups: plan
                 .groups
@@ -79,6 +90,8 @@ impl Lifecycle {
                         churn_failed: AtomicU64::new(0),
                         churn_connect: Mutex::new(histogram::latency()),
                         storms: Mutex::new(Vec::new()),
+                        will_payloads: will_payloads.clone(),
+                        wills_received: AtomicU64::new(0),
                     })
                 })
                 .collect(),
@@ -213,6 +226,13 @@ impl DeviceLife {
             }
             Instant::now() + life
         });
+    }
+
+    /// A delivered message without a measurement header: counted when it is a will.
+    pub(super) fn received_other(&self, payload: &[u8]) {
+        if self.group.will_payloads.iter().any(|w| **w == *payload) {
+            self.group.wills_received.fetch_add(1, Relaxed);
+        }
     }
 
     /// Past its lifetime: publish nothing new, let in-flight messages finish.
@@ -399,11 +419,7 @@ pub(super) async fn rejoin(
             Some(backoff)
         }
         Ended::Churned => {
-            let kind = ctx
-                .plan
-                .lifecycle
-                .churn
-                .map_or(EndKind::Clean, |c| c.end);
+            let kind = ctx.plan.lifecycle.churn.map_or(EndKind::Clean, |c| c.end);
             if kind == EndKind::Clean {
                 session.disconnect(DISCONNECT_WITHIN).await;
                 life.group.ended_clean.fetch_add(1, Relaxed);
@@ -468,7 +484,10 @@ pub(super) async fn rejoin(
             };
             rec.error(
                 failure.class,
-                format!("{client_id}: churn reconnect: {} (retrying)", failure.detail),
+                format!(
+                    "{client_id}: churn reconnect: {} (retrying)",
+                    failure.detail
+                ),
             );
             Some(backoff)
         }
@@ -636,11 +655,30 @@ pub struct GroupLifecycle {
     pub churn: Option<ChurnReport>,
 }
 
+/// Last wills: expected from the abrupt ends thingswarm caused, received at watchers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WillsReport {
+    /// Subscribers whose filters match the will topics (devices of subscribing groups).
+    pub watchers: u64,
+    /// Abrupt ends (churn `end = "abrupt"`, drop-all) of will-carrying devices, times the
+    /// watchers: what the broker should deliver. A clean DISCONNECT must produce none. (With
+    /// an MQTT 5 will delay, a session resumed within the delay legitimately produces none.)
+    pub expected: u64,
+    /// Will payloads delivered to watchers.
+    pub received: u64,
+    /// Received beyond expected (e.g. wills after clean disconnects, or after losses the
+    /// broker noticed first).
+    pub unexpected: u64,
+}
+
 /// The report's `lifecycle` part.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LifecycleReport {
     /// Per group with churn.
     pub groups: Vec<GroupLifecycle>,
+    /// Last wills, when a group has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wills: Option<WillsReport>,
     /// Every drop-all, in time order.
     pub storms: Vec<StormReport>,
     /// Once-per-second connects and disconnects.
@@ -679,7 +717,35 @@ pub(super) fn report(
         }
     }
     storms.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let wills = groups.iter().any(|g| g.lifecycle.will.is_some()).then(|| {
+        let mut abrupt = 0;
+        for (g, (plan, gl)) in groups.iter().zip(&life.groups).enumerate() {
+            if plan.lifecycle.will.is_none() {
+                continue;
+            }
+            abrupt += gl.ended_abrupt.load(Relaxed);
+            abrupt += storms
+                .iter()
+                .filter(|s| s.group == names[g])
+                .map(|s| s.dropped)
+                .sum::<u64>();
+        }
+        let watchers = watchers(groups);
+        let received = life
+            .groups
+            .iter()
+            .map(|g| g.wills_received.load(Relaxed))
+            .sum();
+        let expected = abrupt * watchers;
+        WillsReport {
+            watchers,
+            expected,
+            received,
+            unexpected: received.saturating_sub(expected),
+        }
+    });
     LifecycleReport {
+        wills,
         groups: groups
             .iter()
             .zip(&life.groups)
@@ -698,8 +764,7 @@ pub(super) fn report(
                             EndKind::Abrupt => "abrupt".into(),
                         },
                         target_connects_per_s: (c.target_rate * 1000.0).round() / 1000.0,
-                        measured_connects_per_s: (in_hold as f64
-                            / hold.0.as_secs_f64().max(1e-3)
+                        measured_connects_per_s: (in_hold as f64 / hold.0.as_secs_f64().max(1e-3)
                             * 1000.0)
                             .round()
                             / 1000.0,
@@ -739,6 +804,28 @@ impl Lifecycle {
             .map(|s| s.dropped)
             .collect()
     }
+}
+
+/// Subscribing devices whose filters match some will-carrying group's will topic.
+fn watchers(groups: &[GroupPlan]) -> u64 {
+    let topics: Vec<String> = groups
+        .iter()
+        .filter_map(|g| {
+            let w = g.lifecycle.will.as_ref()?;
+            Some(w.topic_for(&g.name, &g.client_id.render_index(0), 0))
+        })
+        .collect();
+    groups
+        .iter()
+        .filter(|g| {
+            g.subscribe.iter().any(|f| {
+                topics
+                    .iter()
+                    .any(|t| crate::scenario::traffic::matches(&f.filter, t))
+            })
+        })
+        .map(|g| g.devices)
+        .sum()
 }
 
 fn round_ms(d: Duration) -> f64 {

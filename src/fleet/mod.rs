@@ -455,7 +455,7 @@ async fn reconnect(
             Some(Err(_)) => {
                 log.failed(&failure::Failure::new("connect timeout", "no CONNACK"));
                 ctx.recorder.error(
-                "connect timeout",
+                    "connect timeout",
                     format!(
                         "{client_id}: reconnect: no CONNACK within {:?}",
                         ctx.plan.connect.timeout

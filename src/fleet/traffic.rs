@@ -252,7 +252,10 @@ pub(super) async fn serve(
                     Ok(Seen::Received(payload)) => {
                         counters.delivered.fetch_add(1, Relaxed);
                         counters.delivered_bytes.fetch_add(payload.len() as u64, Relaxed);
-                        let (Some(h), Some(t)) = (parse_header(&payload), tracker.as_mut()) else { continue };
+                        let (Some(h), Some(t)) = (parse_header(&payload), tracker.as_mut()) else {
+                            life.received_other(&payload);
+                            continue;
+                        };
                         t.record(h.publisher, h.seq);
                         let now_ns = (now - epoch).as_nanos() as u64;
                         let intended = epoch + Duration::from_nanos(h.intended_ns);

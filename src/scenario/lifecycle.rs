@@ -281,7 +281,9 @@ fn churn_plan(
         Some((e, other)) => {
             return Err(src.at(
                 e.span().start,
-                format!(r#"{key}.end: {other:?} is not a way to end (expected "clean" or "abrupt")"#),
+                format!(
+                    r#"{key}.end: {other:?} is not a way to end (expected "clean" or "abrupt")"#
+                ),
             ))
         }
     };
@@ -301,8 +303,8 @@ fn churn_plan(
         }
         (None, Some(r)) => {
             let at = r.span().start;
-            let Some(rate) = values::rate(r.get_ref())
-                .map_err(|m| src.at(at, format!("{key}.rate: {m}")))?
+            let Some(rate) =
+                values::rate(r.get_ref()).map_err(|m| src.at(at, format!("{key}.rate: {m}")))?
             else {
                 return Err(src.at(
                     at,
@@ -357,7 +359,10 @@ fn will_plan(
         Some(q) => {
             return Err(src.at(
                 q.span().start,
-                format!("{key}.qos: {} is not a QoS (expected 0, 1 or 2)", q.get_ref()),
+                format!(
+                    "{key}.qos: {} is not a QoS (expected 0, 1 or 2)",
+                    q.get_ref()
+                ),
             ))
         }
     };
@@ -469,7 +474,13 @@ mod tests {
         assert_eq!(Dist::parse("exp(2m)"), Ok(Dist::Exponential(s(120))));
         assert_eq!(Dist::Uniform(s(10), s(50)).mean(), s(30));
         assert_eq!(Dist::Uniform(s(1), s(3)).to_string(), "uniform(1s, 3s)");
-        for bad in ["soon", "uniform(5s)", "uniform(5s, 1s)", "exponential(x)", "normal(1s)"] {
+        for bad in [
+            "soon",
+            "uniform(5s)",
+            "uniform(5s, 1s)",
+            "exponential(x)",
+            "normal(1s)",
+        ] {
             assert!(Dist::parse(bad).is_err(), "{bad}");
         }
     }
@@ -484,7 +495,11 @@ mod tests {
         let s = Duration::from_secs;
         let (m, a) = mean_of(Dist::Exponential(s(10)), 1);
         assert!((9.6..10.4).contains(&m.as_secs_f64()), "{m:?}");
-        assert_eq!(a, mean_of(Dist::Exponential(s(10)), 1).1, "same seed, same draws");
+        assert_eq!(
+            a,
+            mean_of(Dist::Exponential(s(10)), 1).1,
+            "same seed, same draws"
+        );
         // Exponential: about 1 - 1/e = 63% below the mean.
         let below = a.iter().filter(|d| **d < s(10)).count() as f64 / a.len() as f64;
         assert!((0.61..0.65).contains(&below), "{below}");
@@ -525,7 +540,10 @@ mod tests {
                 "group[0].churn.lifetime: \"often\" is not a duration distribution",
             ),
             (r#"churn = { lifetime = "10ms" }"#, "mean below"),
-            (r#"churn = { rate = "1000/s", offline = "1s" }"#, "too short"),
+            (
+                r#"churn = { rate = "1000/s", offline = "1s" }"#,
+                "too short",
+            ),
             (r#"churn = { rate = "max" }"#, "not a churn rate"),
             (
                 r#"churn = { lifetime = "1s", end = "crash" }"#,
@@ -577,14 +595,20 @@ mod tests {
         assert_eq!(p.events.len(), 2);
         assert_eq!(p.events[0].at, Duration::from_secs(1));
         assert_eq!(p.events[1].action, EventAction::DropAll);
-        let err = plan("", "[[event]]\nat = \"1s\"\naction = \"drop-all\"\ngroup = \"x\"\n")
-            .unwrap_err();
+        let err = plan(
+            "",
+            "[[event]]\nat = \"1s\"\naction = \"drop-all\"\ngroup = \"x\"\n",
+        )
+        .unwrap_err();
         assert!(
             err.contains(r#"event[0].group: "x" is not a group (expected one of g)"#),
             "{err}"
         );
-        let err = plan("", "[[event]]\nat = \"1s\"\naction = \"explode\"\ngroup = \"g\"\n")
-            .unwrap_err();
+        let err = plan(
+            "",
+            "[[event]]\nat = \"1s\"\naction = \"explode\"\ngroup = \"g\"\n",
+        )
+        .unwrap_err();
         assert!(err.contains(r#""explode" is not an event"#), "{err}");
     }
 }

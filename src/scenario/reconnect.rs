@@ -75,9 +75,7 @@ pub(super) fn reconnect(
                         }
                     }
                     "fixed" => {
-                        return Err(bad(format!(
-                            "`fixed` takes no `initial` or `max` ({FORM})"
-                        )))
+                        return Err(bad(format!("`fixed` takes no `initial` or `max` ({FORM})")))
                     }
                     _ => return Err(bad(format!("unknown key `{k}` ({FORM})"))),
                 }
