@@ -257,3 +257,98 @@ will = { topic = "will/{group}/{client_id}", payload = "power lost", qos = 1 }
         result.last.errors
     );
 }
+
+#[test]
+fn check_prints_the_lifecycle_plan_of_the_shipped_storm() {
+    use assert_cmd::Command;
+    use predicates::prelude::*;
+    let certs = tempfile::tempdir().unwrap();
+    Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args(["check", "scenarios/reconnect-storm.toml", "--certs-dir"])
+        .arg(certs.path())
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "reconnect:      exponential backoff, full jitter, ceiling 500ms doubling to 8s",
+        ))
+        .stdout(predicate::str::contains(
+            "will:           will/{client_id} QoS 1 (watch with will/+)",
+        ))
+        .stdout(predicate::str::contains("at 8s: drop-all group fleet"));
+}
+
+/// The real binary, embedded broker: a drop-all and a churning group end to end; the whole
+/// report validates against the schema and the summary names the storm, churn and wills.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn a_storm_run_writes_a_valid_report_with_its_lifecycle() {
+    use assert_cmd::Command;
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("storm.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "mini-storm"
+duration = "3s"
+[[group]]
+name = "watcher"
+devices = 1
+client_id = "w"
+subscribe = [{ filter = "gone/#", qos = 1 }]
+[[group]]
+name = "fleet"
+devices = 20
+client_id = "f-{index:02}"
+reconnect = { initial = "300ms", max = "1s" }
+will = { topic = "gone/{client_id}", payload = "bye" }
+[[group]]
+name = "churn"
+devices = 10
+client_id = "c-{index:02}"
+churn = { lifetime = "500ms", offline = "200ms", end = "abrupt" }
+[[event]]
+at = "1500ms"
+action = "drop-all"
+group = "fleet"
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let assert = Command::cargo_bin("thingswarm")
+        .unwrap()
+        .arg("run")
+        .arg(&scenario)
+        .args(["--no-tui", "--certs-dir"])
+        .arg(tmp.path().join("certs"))
+        .arg("--out")
+        .arg(&out)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(stdout.contains("storm      t=1."), "{stdout}");
+    assert!(stdout.contains("fleet: 20 dropped, 20 back"), "{stdout}");
+    assert!(stdout.contains("churn      churn:"), "{stdout}");
+    assert!(
+        stdout.contains("wills      expected 20  received 20  unexpected 0"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(report["faults"][0]["fault"], "drop-all group fleet");
+    assert_eq!(report["faults"][0]["connections"], 20);
+    assert_eq!(report["lifecycle"]["storms"][0]["back"], 20);
+    let churn = &report["lifecycle"]["groups"][0]["churn"];
+    assert_eq!(churn["end"], "abrupt");
+    assert!(churn["ended_abrupt"].as_u64().unwrap() >= 10, "{churn}");
+}

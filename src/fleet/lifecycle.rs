@@ -685,6 +685,118 @@ pub struct LifecycleReport {
     pub timeline: Vec<LifecyclePoint>,
 }
 
+impl LifecycleReport {
+    /// The summary's lifecycle lines (churn, storms, wills), each starting with two spaces.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let secs = |x: Option<f64>| x.map_or("never".to_string(), |v| format!("{v:.2}s"));
+        for g in &self.groups {
+            let Some(c) = &g.churn else { continue };
+            let _ = writeln!(
+                s,
+                "  churn      {}: {:.1} connects/s (target {:.1})  ended clean {}  abrupt {}  reconnect p50 {:.1}ms p99 {:.1}ms  first attempt failed {}",
+                g.name,
+                c.measured_connects_per_s,
+                c.target_connects_per_s,
+                c.ended_clean,
+                c.ended_abrupt,
+                c.connect_latency_us.p50 as f64 / 1000.0,
+                c.connect_latency_us.p99 as f64 / 1000.0,
+                c.reconnect_failures
+            );
+        }
+        for t in &self.storms {
+            let _ = writeln!(
+                s,
+                "  storm      t={:.3} s  {}: {} dropped, {} back; 50% {}  90% {}  99% {}  100% {}  attempts {} (failed {}){}",
+                t.t,
+                t.group,
+                t.dropped,
+                t.back,
+                secs(t.back_s.p50),
+                secs(t.back_s.p90),
+                secs(t.back_s.p99),
+                secs(t.back_s.p100),
+                t.attempts,
+                t.failed_attempts,
+                if t.refusals.is_empty() {
+                    String::new()
+                } else {
+                    let r: Vec<String> =
+                        t.refusals.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+                    format!("  refused: {}", r.join(", "))
+                }
+            );
+        }
+        if let Some(w) = &self.wills {
+            let _ = writeln!(
+                s,
+                "  wills      expected {}  received {}  unexpected {}  ({} watcher(s))",
+                w.expected, w.received, w.unexpected, w.watchers
+            );
+        }
+        s
+    }
+}
+
+/// `thingswarm check`'s lines for a group's reconnect policy, churn and will.
+pub fn plan_lines(g: &GroupPlan) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push(match g.reconnect {
+        None => "reconnect:      none (a lost session stays lost)".to_string(),
+        Some(r) if r.fixed => format!(
+            "reconnect:      fixed {} before every attempt",
+            humantime::format_duration(r.initial)
+        ),
+        Some(r) => format!(
+            "reconnect:      exponential backoff, full jitter, ceiling {} doubling to {}",
+            humantime::format_duration(r.initial),
+            humantime::format_duration(r.max)
+        ),
+    });
+    if let Some(c) = &g.lifecycle.churn {
+        out.push(format!(
+            "churn:          lifetime {}, offline {}, end {:?}: ~{:.1} connects/s at steady state",
+            c.lifetime, c.offline, c.end, c.target_rate
+        ));
+    }
+    if let Some(w) = &g.lifecycle.will {
+        out.push(format!(
+            "will:           {} QoS {}{}{} (watch with {})",
+            w.topic,
+            w.qos,
+            if w.retain { " retained" } else { "" },
+            if w.delay.is_zero() {
+                String::new()
+            } else {
+                format!(", delay {}", humantime::format_duration(w.delay))
+            },
+            w.filter()
+        ));
+    }
+    out
+}
+
+/// `thingswarm check`'s lines for the `[[event]]` timeline.
+pub fn event_lines(plan: &Plan) -> Vec<String> {
+    if plan.events.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![String::new(), "events".to_string()];
+    for e in &plan.events {
+        let what = match e.action {
+            EventAction::DropAll => "drop-all",
+        };
+        out.push(format!(
+            "  at {}: {what} group {}",
+            humantime::format_duration(e.at),
+            plan.groups[e.group].name
+        ));
+    }
+    out
+}
+
 /// The figures at the end of a run; `hold` is the hold phase's length (churn rate's
 /// denominator) and `hold_connects[g]` the churn connects counted when it began.
 pub(super) fn report(

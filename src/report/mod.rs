@@ -539,6 +539,9 @@ impl Report {
                     .unwrap_or_default()
             );
         }
+        if let Some(l) = &self.lifecycle {
+            s.push_str(&l.summary());
+        }
         if self.errors.is_empty() {
             let _ = writeln!(s, "  errors     none");
         }
