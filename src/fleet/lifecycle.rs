@@ -388,6 +388,8 @@ pub(super) async fn rejoin(
 ) -> Rejoined {
     let rec = &*ctx.recorder;
     let counters = rec.group(ctx.group);
+    // Offline by churn is planned silence; an outage or a drop-all is loss.
+    let missed_is_loss = !matches!(why, Ended::Churned);
     let outage = match why {
         Ended::Failed(failure) => {
             counters.disconnects.fetch_add(1, Relaxed);
@@ -493,7 +495,6 @@ pub(super) async fn rejoin(
         }
     };
     let backoff = outage.expect("every path without a backoff returned");
-    let missed_is_loss = life.churn.is_none() || life.storm.is_some();
     match super::reconnect(ctx, client_id, session, backoff, stop, &*life).await {
         None => {
             counters.dropped.fetch_add(1, Relaxed);
@@ -947,6 +948,47 @@ fn round_ms(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn drop_all_events_fire_at_their_times_and_bump_the_generation() {
+        let plan = Plan::from_str(
+            "name = \"e\"\nduration = \"10s\"\n[[group]]\nname = \"a\"\ndevices = 2\nclient_id = \"a-{index}\"\n[[group]]\nname = \"b\"\ndevices = 1\nclient_id = \"b\"\n[[event]]\nat = \"3s\"\naction = \"drop-all\"\ngroup = \"a\"\n[[event]]\nat = \"1s\"\naction = \"drop-all\"\ngroup = \"b\"\n[[event]]\nat = \"20s\"\naction = \"drop-all\"\ngroup = \"a\"\n",
+            std::path::Path::new("e.toml"),
+            &Default::default(),
+        )
+        .unwrap();
+        let life = Arc::new(Lifecycle::new(&plan));
+        let mut a = life.group(0).drops.subscribe();
+        let b = life.group(1).drops.subscribe();
+        let names: Arc<[String]> = plan.groups.iter().map(|g| g.name.clone()).collect();
+        let stop = CancellationToken::new();
+        let origin = Instant::now();
+        let player = tokio::spawn(play(
+            life.clone(),
+            plan.events.clone().into(),
+            names,
+            origin,
+            stop.clone(),
+        ));
+        a.changed().await.unwrap();
+        assert_eq!(origin.elapsed(), Duration::from_secs(3));
+        assert_eq!(*a.borrow_and_update(), 1);
+        assert_eq!(*b.borrow(), 1, "b's drop came first, at 1 s");
+        // The event at 20 s lies after the run's end: stopping at 10 s skips it.
+        tokio::time::sleep_until(origin + Duration::from_secs(10)).await;
+        stop.cancel();
+        let fired = player.await.unwrap();
+        let fired: Vec<(usize, f64, &str)> = fired
+            .iter()
+            .map(|(g, e)| (*g, e.t, e.fault.as_str()))
+            .collect();
+        assert_eq!(
+            fired,
+            [(1, 1.0, "drop-all group b"), (0, 3.0, "drop-all group a")]
+        );
+        assert_eq!(life.dropped(0), [0]);
+        assert!(!a.has_changed().unwrap());
+    }
 
     #[test]
     fn back_times_count_against_everything_dropped() {
