@@ -216,6 +216,8 @@ fn after_a_drop_all_every_device_comes_back_and_jitter_spreads_the_attempts() {
 
 #[test]
 fn wills_arrive_for_abrupt_ends_and_not_for_clean_ones() {
+    // The abrupt group speaks MQTT 5, the clean one 3.1.1 (the CLI test below covers 3.1.1
+    // wills from a drop-all on the embedded broker).
     let scenario = r#"
 name = "wills"
 duration = "5s"
@@ -228,6 +230,7 @@ subscribe = [{ filter = "will/#", qos = 1 }]
 name = "power"
 devices = 8
 client_id = "power-{index}"
+protocol = "5"
 churn = { lifetime = "uniform(800ms, 1200ms)", offline = "500ms", end = "abrupt" }
 will = { topic = "will/{group}/{client_id}", payload = "power lost", qos = 1 }
 [[group]]

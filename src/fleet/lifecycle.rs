@@ -991,6 +991,71 @@ mod tests {
     }
 
     #[test]
+    fn a_storm_record_counts_attempts_failures_refusals_and_returns() {
+        let plan = Plan::from_str(
+            "name = \"s\"\nduration = \"1s\"\n[[group]]\nname = \"a\"\ndevices = 1\nclient_id = \"a\"\n",
+            std::path::Path::new("s.toml"),
+            &Default::default(),
+        )
+        .unwrap();
+        let life = Lifecycle::new(&plan);
+        let group = life.group(0);
+        group.storms.lock().unwrap().push(StormTrack {
+            at: Instant::now(),
+            dropped: 1,
+            back: Vec::new(),
+            attempts: Vec::new(),
+            failed: 0,
+            refusals: BTreeMap::new(),
+        });
+        let mut device = DeviceLife {
+            drops: group.drops.subscribe(),
+            group,
+            churn: None,
+            rng: rand::rngs::SmallRng::seed_from_u64(0),
+            deadline: None,
+            storm: Some(0),
+        };
+        let log: &dyn AttemptLog = &device;
+        log.attempt();
+        log.failed(&Failure::refused(
+            rumqttc::ConnectReturnCode::ServiceUnavailable,
+        ));
+        log.attempt();
+        log.failed(&Failure::new("connect timeout", "no CONNACK"));
+        log.attempt();
+        device.back();
+        // Back: later attempts (another loss) are not this storm's.
+        device.attempt();
+        let fired = [(
+            0,
+            FaultEvent {
+                t: 1.0,
+                fault: "drop-all group a".into(),
+                connections: None,
+            },
+        )];
+        let r = report(
+            &life,
+            &plan.groups,
+            &fired,
+            Vec::new(),
+            (Duration::ZERO, &[]),
+        );
+        let s = &r.storms[0];
+        assert_eq!(
+            (s.dropped, s.back, s.attempts, s.failed_attempts),
+            (1, 1, 3, 2)
+        );
+        assert_eq!(
+            s.refusals,
+            BTreeMap::from([("ServiceUnavailable".to_string(), 1)])
+        );
+        assert!(s.back_s.p100.is_some());
+        assert!(r.groups.is_empty() && r.wills.is_none());
+    }
+
+    #[test]
     fn back_times_count_against_everything_dropped() {
         let back: Vec<f64> = (1..=10).map(f64::from).collect();
         let all = BackTimes::of(&back, 10);
