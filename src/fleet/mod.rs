@@ -10,6 +10,7 @@
 //! A device failure is counted and classified, never fatal to the run. A lost session is
 //! reconnected per its group's policy (exponential backoff with full jitter, see
 //! [`backoff`]): rumqttc itself would retry on the next poll with no backoff.
+//! Churn, drop-all events and last wills live in [`lifecycle`].
 
 pub mod backoff;
 pub mod control;
