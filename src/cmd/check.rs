@@ -116,6 +116,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         for s in &g.subscribe {
             println!("  subscribe:      {} QoS {}", s.filter, s.qos);
         }
+        for line in crate::fleet::lifecycle::plan_lines(g) {
+            println!("  {line}");
+        }
+    }
+    for line in crate::fleet::lifecycle::event_lines(&plan) {
+        println!("{line}");
     }
 
     let id = &plan.identity;

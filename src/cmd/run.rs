@@ -239,7 +239,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         };
         (result, faults, pushed, probed)
     });
-    let (result, faults, pushed, probe_results) = result;
+    let (mut result, mut faults, pushed, probe_results) = result;
+    // `[[event]]`s share the `[[fault]]` timeline.
+    faults.append(&mut result.lifecycle_events);
+    faults.sort_by(|a, b| a.t.total_cmp(&b.t));
     drop(proxy);
     let interrupted = result.interrupted || (!expect_probes.is_empty() && probe_results.is_none());
     let expectations = probe_results.map(|r| crate::expect::ExpectationsReport::new(&plan, r));
@@ -318,6 +321,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         },
         expectations,
         slos: Vec::new(),
+        lifecycle: result.lifecycle.take(),
     };
     let slos: Vec<_> = plan.slos.iter().chain(&args.slo).cloned().collect();
     report.slos = crate::slo::evaluate(&slos, &report);

@@ -1,7 +1,8 @@
 //! Reconnect backoff: exponential with full jitter (AWS architecture blog, "Exponential
 //! Backoff And Jitter"): attempt `n` waits a uniform random time in `[0, min(max, initial *
 //! 2^n)]`, so a fleet that lost its broker at one instant spreads its reconnects out instead of
-//! stampeding the listen backlog. Pure and seeded, so tests are deterministic.
+//! stampeding the listen backlog. A `fixed` plan waits exactly its delay every time (the
+//! lockstep a storm test compares against). Pure and seeded, so tests are deterministic.
 
 use std::time::Duration;
 
@@ -27,8 +28,12 @@ impl Backoff {
         }
     }
 
-    /// The ceiling of the next delay: `initial * 2^attempt`, at most `max`.
+    /// The ceiling of the next delay: `initial * 2^attempt`, at most `max` (`fixed`: the
+    /// delay itself).
     pub fn ceiling(&self) -> Duration {
+        if self.plan.fixed {
+            return self.plan.initial;
+        }
         let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
         self.plan
             .initial
@@ -40,6 +45,9 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
+        if self.plan.fixed {
+            return self.plan.initial;
+        }
         ceiling.mul_f64(self.rng.random::<f64>())
     }
 
@@ -62,7 +70,24 @@ mod tests {
         ReconnectPlan {
             initial: Duration::from_millis(initial_ms),
             max: Duration::from_millis(max_ms),
+            fixed: false,
         }
+    }
+
+    #[test]
+    fn fixed_waits_the_same_every_time() {
+        let mut b = Backoff::new(
+            ReconnectPlan {
+                fixed: true,
+                ..plan(250, 250)
+            },
+            5,
+        );
+        for _ in 0..40 {
+            assert_eq!(b.ceiling(), Duration::from_millis(250));
+            assert_eq!(b.next_delay(), Duration::from_millis(250));
+        }
+        assert_eq!(b.attempts(), 40);
     }
 
     #[test]

@@ -10,10 +10,12 @@
 //! A device failure is counted and classified, never fatal to the run. A lost session is
 //! reconnected per its group's policy (exponential backoff with full jitter, see
 //! [`backoff`]): rumqttc itself would retry on the next poll with no backoff.
+//! Churn, drop-all events and last wills live in [`lifecycle`].
 
 pub mod backoff;
 pub mod control;
 pub mod failure;
+pub mod lifecycle;
 pub mod pacer;
 pub mod session;
 mod traffic;
@@ -110,6 +112,10 @@ pub struct RunResult {
     pub recovery: Vec<crate::stats::Percentiles>,
     /// Per-second latency histograms (for the HdrHistogram interval logs).
     pub intervals: crate::stats::intervals::Intervals,
+    /// Churn, drop-all storms and their timeline, when the scenario has any.
+    pub lifecycle: Option<lifecycle::LifecycleReport>,
+    /// `[[event]]`s as fired, for the report's `faults` timeline.
+    pub lifecycle_events: Vec<crate::proxy::timeline::FaultEvent>,
 }
 
 /// What the devices' messages did.
@@ -135,6 +141,7 @@ struct GroupCtx {
     recorder: Arc<Recorder>,
     window: watch::Receiver<Option<TrafficWindow>>,
     control: watch::Receiver<Control>,
+    life: Arc<lifecycle::GroupLife>,
 }
 
 /// How long after the window closes devices get to receive what is still in flight.
@@ -166,6 +173,25 @@ pub async fn run(
     let sessions_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let started = Instant::now();
+    let life = Arc::new(lifecycle::Lifecycle::new(plan));
+    let life_stop = CancellationToken::new();
+    let life_tasks = lifecycle::Lifecycle::wanted(plan).then(|| {
+        let names: Arc<[String]> = plan.groups.iter().map(|g| g.name.clone()).collect();
+        (
+            tokio::spawn(lifecycle::play(
+                life.clone(),
+                plan.events.clone().into(),
+                names,
+                Instant::from_std(recorder.epoch()),
+                life_stop.clone(),
+            )),
+            tokio::spawn(lifecycle::sample(
+                life.clone(),
+                recorder.clone(),
+                life_stop.clone(),
+            )),
+        )
+    });
 
     let ticker = {
         let stop_ticks = CancellationToken::new();
@@ -195,6 +221,7 @@ pub async fn run(
             recorder: recorder.clone(),
             window: window_rx.clone(),
             control: control.subscribe(),
+            life: life.group(g),
         });
         offset += group.devices as usize;
         tracker.spawn(spawn_group(
@@ -216,6 +243,8 @@ pub async fn run(
     let ramp = started.elapsed();
 
     recorder.set_phase(Phase::Hold);
+    let hold_connects = life.churn_connects();
+    let hold_started = Instant::now();
     let window = TrafficWindow::new(std::time::Instant::now(), plan.duration);
     if has_traffic && !stop.is_cancelled() {
         window_tx.send_replace(Some(window));
@@ -223,6 +252,8 @@ pub async fn run(
     tokio::select! { _ = stop.cancelled() => {}, _ = sleep(plan.duration) => {} }
 
     recorder.set_phase(Phase::Drain);
+    let hold = hold_started.elapsed();
+    life_stop.cancel();
     devices_stop.cancel();
     if has_traffic {
         settle(plan, &recorder).await;
@@ -244,7 +275,30 @@ pub async fn run(
             .map(|g| recorder.group_counts(g).unacked())
             .sum(),
     });
+    let (lifecycle, lifecycle_events) = match life_tasks {
+        Some((player, sampler)) => {
+            let mut fired = player.await.unwrap_or_default();
+            let timeline = sampler.await.unwrap_or_default();
+            for g in 0..plan.groups.len() {
+                let dropped = life.dropped(g);
+                for (event, n) in fired.iter_mut().filter(|(i, _)| *i == g).zip(dropped) {
+                    event.1.connections = Some(n);
+                }
+            }
+            let report = lifecycle::report(
+                &life,
+                &plan.groups,
+                &fired,
+                timeline,
+                (hold, &hold_connects),
+            );
+            (Some(report), fired.into_iter().map(|(_, e)| e).collect())
+        }
+        None => (None, Vec::new()),
+    };
     RunResult {
+        lifecycle,
+        lifecycle_events,
         last,
         connect: aggregator.connect_histogram().clone(),
         timeline: aggregator.timeline().to_vec(),
@@ -366,6 +420,7 @@ async fn reconnect(
     session: &mut Session,
     backoff: &mut backoff::Backoff,
     stop: &CancellationToken,
+    log: &(dyn lifecycle::AttemptLog + Sync),
 ) -> Option<bool> {
     let lost = Instant::now();
     let counters = ctx.recorder.group(ctx.group);
@@ -377,6 +432,7 @@ async fn reconnect(
             _ = sleep(wait) => {}
         }
         counters.reconnect_attempts.fetch_add(1, Relaxed);
+        log.attempt();
         counters.connecting.fetch_add(1, Relaxed);
         let outcome = tokio::select! {
             biased;
@@ -392,16 +448,21 @@ async fn reconnect(
                 ctx.recorder.recovered(ctx.group, lost.elapsed());
                 return Some(session_present);
             }
-            Some(Ok(Err(f))) => ctx
-                .recorder
-                .error(f.class, format!("{client_id}: reconnect: {}", f.detail)),
-            Some(Err(_)) => ctx.recorder.error(
-                "connect timeout",
-                format!(
-                    "{client_id}: reconnect: no CONNACK within {:?}",
-                    ctx.plan.connect.timeout
-                ),
-            ),
+            Some(Ok(Err(f))) => {
+                log.failed(&f);
+                ctx.recorder
+                    .error(f.class, format!("{client_id}: reconnect: {}", f.detail))
+            }
+            Some(Err(_)) => {
+                log.failed(&failure::Failure::new("connect timeout", "no CONNACK"));
+                ctx.recorder.error(
+                    "connect timeout",
+                    format!(
+                        "{client_id}: reconnect: no CONNACK within {:?}",
+                        ctx.plan.connect.timeout
+                    ),
+                )
+            }
         }
     }
 }
@@ -444,6 +505,9 @@ async fn device(
         timeout: ctx.plan.connect.timeout,
         tls,
     });
+    if let Some(will) = &ctx.plan.lifecycle.will {
+        lifecycle::set_will(&mut session, will, &ctx.plan.name, &client_id, index as u64);
+    }
 
     counters.connecting.fetch_add(1, Relaxed);
     let started = Instant::now();
@@ -489,10 +553,8 @@ async fn device(
             counters.connected.fetch_sub(1, Relaxed);
             counters.closed.fetch_add(1, Relaxed);
         }
-        // Stopped while reconnecting: the session was lost before the run ended it.
-        Ok(false) => {
-            counters.dropped.fetch_add(1, Relaxed);
-        }
+        // Not up at the end (lost, or offline by churn): `serve` counted how it ended.
+        Ok(false) => {}
         Err(f) => {
             counters.connected.fetch_sub(1, Relaxed);
             counters.dropped.fetch_add(1, Relaxed);

@@ -33,8 +33,10 @@ struct Handed {
 }
 
 /// Serves device `index`'s established session until `end` (then `Ok(true)`, or `Ok(false)`
-/// when the run stopped while it was reconnecting) or until the session fails and the group
-/// does not reconnect (then the failure). After `stop` it publishes nothing new but keeps
+/// when the session was not up at the end: the run stopped while it was reconnecting or
+/// offline by churn, already counted `dropped` or `closed`) or until the session fails and the
+/// group does not reconnect (then the failure). Churn and drop-all events end sessions here
+/// (see [`super::lifecycle`]). After `stop` it publishes nothing new but keeps
 /// polling, so acknowledgements of messages already written still arrive and are counted.
 /// With a reconnect policy a lost session is reconnected (see [`super::reconnect`]),
 /// re-subscribed, and the schedule resumes: messages whose intended time passed meanwhile are
@@ -85,12 +87,13 @@ pub(super) async fn serve(
         .plan
         .reconnect
         .map(|p| super::backoff::Backoff::new(p, ctx.seed ^ (global as u64).rotate_left(29)));
+    let mut life = super::lifecycle::DeviceLife::new(ctx, global);
 
     let result = loop {
         // When the next message may go: its intended time (open model), or now while the
         // closed-loop "max" rate has room.
         let due = match (publish, &window) {
-            _ if finished || blocked || control.paused => None,
+            _ if finished || blocked || control.paused || life.closing() => None,
             // QoS 0 messages are never outstanding: the window then limits unwritten ones.
             (Some(p), Some(_)) if p.rate.is_none() => {
                 (outstanding + handed.len() < MAX_RATE_WINDOW).then(Instant::now)
@@ -173,19 +176,17 @@ pub(super) async fn serve(
                     blocked = true;
                 }
             }
-            seen = session.next() => {
+            seen = super::lifecycle::next(session, &mut life, handed.is_empty() && outstanding == 0, !stop.is_cancelled()) => {
                 blocked = false;
                 let now = Instant::now();
                 match seen {
-                    Err(failure) => {
-                        counters.disconnects.fetch_add(1, Relaxed);
-                        let Some(backoff) = backoff.as_mut() else { break Err(failure) };
-                        counters.connected.fetch_sub(1, Relaxed);
-                        rec.error(failure.class, format!("{client_id}: {} (reconnecting)", failure.detail));
-                        let Some(session_present) = super::reconnect(ctx, client_id, session, backoff, stop).await else {
-                            break Ok(false);
+                    Err(ended) => {
+                        use super::lifecycle::Rejoined;
+                        let (session_present, missed_is_loss) = match super::lifecycle::rejoin(ctx, client_id, session, backoff.as_mut(), &mut life, ended, stop).await {
+                            Rejoined::Back { session_present, missed_is_loss } => (session_present, missed_is_loss),
+                            Rejoined::Lost(failure) => break Err(failure),
+                            Rejoined::Gone => break Ok(false),
                         };
-                        counters.connected.fetch_add(1, Relaxed);
                         blocked = false;
                         if tracker.is_some() && !session.try_subscribe(&ctx.plan.subscribe) {
                             rec.error("protocol error", format!("{client_id}: SUBSCRIBE could not be queued after a reconnect"));
@@ -200,12 +201,15 @@ pub(super) async fn serve(
                             counters.abandoned.fetch_add(outstanding as u64, Relaxed);
                             outstanding = 0;
                         }
-                        // The schedule resumes now: what fell due while offline is not sent late.
+                        // The schedule resumes now: what fell due while offline is not sent late
+                        // (nor owed at all when the device was offline by churn).
                         if let (Some(s), Some(w)) = (schedule.as_mut(), window) {
                             let now = Instant::now();
                             let mut next = owed.take().unwrap_or_else(|| s.next_due().into_std());
                             while next < now && next < w.end {
-                                counters.never_sent.fetch_add(1, Relaxed);
+                                if missed_is_loss {
+                                    counters.never_sent.fetch_add(1, Relaxed);
+                                }
                                 next = s.next_due().into_std();
                             }
                             owed = Some(next);
@@ -248,7 +252,10 @@ pub(super) async fn serve(
                     Ok(Seen::Received(payload)) => {
                         counters.delivered.fetch_add(1, Relaxed);
                         counters.delivered_bytes.fetch_add(payload.len() as u64, Relaxed);
-                        let (Some(h), Some(t)) = (parse_header(&payload), tracker.as_mut()) else { continue };
+                        let (Some(h), Some(t)) = (parse_header(&payload), tracker.as_mut()) else {
+                            life.received_other(&payload);
+                            continue;
+                        };
                         t.record(h.publisher, h.seq);
                         let now_ns = (now - epoch).as_nanos() as u64;
                         let intended = epoch + Duration::from_nanos(h.intended_ns);

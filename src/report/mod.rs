@@ -82,6 +82,10 @@ pub struct Report {
     /// Each service-level objective, evaluated (scenario `[slo]` first, then `--slo` flags).
     #[serde(default)]
     pub slos: Vec<crate::slo::SloOutcome>,
+    /// Churn, drop-all storms and their connects/disconnects timeline (scenario `churn`,
+    /// `will`, `[[event]]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<crate::fleet::lifecycle::LifecycleReport>,
 }
 
 /// The scenario file echoed into the report, so a result is reproducible from it alone.
@@ -350,6 +354,9 @@ pub fn definitions() -> BTreeMap<String, String> {
         ("slos.error_rate", "(failed connects + refused publishes + dropped sessions) / (connect attempts + publishes sent)"),
         ("slos.loss", "lost / (lost + distinct received) at subscribers, whole window"),
         ("slos.rates", "sent_rate and delivered_rate: steady window; acked_rate: acknowledged messages over the whole traffic window"),
+        ("lifecycle.churn", "a churning session lives a drawn lifetime from CONNACK, finishes its in-flight messages (at most 1 s), ends (clean: DISCONNECT; abrupt: connection dropped without DISCONNECT), stays offline a drawn time and connects again; measured_connects_per_s: churn reconnects over the hold phase; connect_latency_us: churn reconnects only (the top-level connect_latency_us is the initial connects); offline time is not loss (nothing is owed for it)"),
+        ("lifecycle.storms", "a drop-all ends every connected session of the group at once without DISCONNECT; back_s: seconds from the drop until 50/90/99/100% of the dropped sessions had a CONNACK again (null: never); attempts, failed_attempts and refusals (CONNACK codes) count the reconnects that followed"),
+        ("lifecycle.wills", "expected: abrupt ends (churn or drop-all) of will-carrying devices times the watching subscribers; received: will payloads delivered to them; unexpected: received beyond expected"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -534,6 +541,9 @@ impl Report {
                     .map(|n| format!(" ({n} connections)"))
                     .unwrap_or_default()
             );
+        }
+        if let Some(l) = &self.lifecycle {
+            s.push_str(&l.summary());
         }
         if self.errors.is_empty() {
             let _ = writeln!(s, "  errors     none");

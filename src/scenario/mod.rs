@@ -57,6 +57,7 @@
 mod error;
 mod expect;
 pub mod faults;
+pub mod lifecycle;
 mod raw;
 pub mod reconnect;
 mod slo;
@@ -127,6 +128,8 @@ pub struct Plan {
     pub seed: u64,
     /// Faults injected through a proxy the run puts in front of the target (`[[fault]]`).
     pub faults: Vec<faults::FaultPlan>,
+    /// Lifecycle events on the same timeline (`[[event]]`: drop-all).
+    pub events: Vec<lifecycle::EventPlan>,
     /// Authorization expectations (`[[expect]]`), checked by probes after the load.
     pub expect: Vec<ExpectPlan>,
     /// `[policy]`: the AWS IoT policies every device has (the embedded broker enforces them).
@@ -215,6 +218,8 @@ pub struct GroupPlan {
     pub subscribe: Vec<SubscribePlan>,
     /// How a device whose session was lost reconnects; `None`: it does not.
     pub reconnect: Option<reconnect::ReconnectPlan>,
+    /// Churn and last will (`churn`, `will`).
+    pub lifecycle: lifecycle::LifecyclePlan,
 }
 
 /// Connect pacing of one group.
@@ -345,6 +350,7 @@ fn validate(
     let (from_policy, policy) =
         expect::from_policy(src, raw.policy.as_ref(), &groups, expect.len())?;
     expect.extend(from_policy);
+    let events = lifecycle::events(src, raw.event.as_ref(), &groups)?;
     Ok(Plan {
         name,
         source: src.path.to_path_buf(),
@@ -356,6 +362,7 @@ fn validate(
         groups,
         seed: raw.seed.unwrap_or(0),
         faults: faults::faults(src, raw.fault.as_ref())?,
+        events,
         expect,
         policy,
         slos,
@@ -710,6 +717,10 @@ fn group(
         }
     };
 
+    let protocol = match &g.protocol {
+        Some(p) => protocol(src, &key("protocol"), p)?,
+        None => default_protocol,
+    };
     Ok(GroupPlan {
         name,
         devices,
@@ -717,10 +728,7 @@ fn group(
         connect: connect(src, &key("connect"), g)?,
         keepalive,
         clean_session: g.clean_session.unwrap_or(true),
-        protocol: match &g.protocol {
-            Some(p) => protocol(src, &key("protocol"), p)?,
-            None => default_protocol,
-        },
+        protocol,
         publish: match &g.publish {
             Some(p) => Some(traffic::publish(src, &key("publish"), p)?),
             None => None,
@@ -730,6 +738,14 @@ fn group(
             None => Vec::new(),
         },
         reconnect: reconnect::reconnect(src, &key("reconnect"), g.reconnect.as_ref())?,
+        lifecycle: lifecycle::group(
+            src,
+            &key,
+            devices,
+            protocol,
+            g.churn.as_ref(),
+            g.will.as_ref(),
+        )?,
     })
 }
 

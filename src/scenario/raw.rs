@@ -31,6 +31,8 @@ pub(super) struct RawScenario {
     pub slo: Option<std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
     /// Fault timeline (`[[fault]]`): checked in `faults.rs`.
     pub fault: Option<Spanned<Vec<Spanned<super::faults::RawFault>>>>,
+    /// Lifecycle timeline (`[[event]]`, e.g. drop-all): checked in `lifecycle.rs`.
+    pub event: Option<Spanned<Vec<Spanned<super::lifecycle::RawEvent>>>>,
 }
 
 /// `[target]`.
@@ -83,6 +85,10 @@ pub(super) struct RawGroup {
     pub subscribe: Option<Spanned<Vec<Spanned<RawSubscribe>>>>,
     /// `"none"` or `{ initial, max }`: checked by hand in `reconnect.rs`.
     pub reconnect: Option<Spanned<toml::Value>>,
+    /// Session churn: checked in `lifecycle.rs`.
+    pub churn: Option<Spanned<super::lifecycle::RawChurn>>,
+    /// Last will: checked in `lifecycle.rs`.
+    pub will: Option<Spanned<super::lifecycle::RawWill>>,
 }
 
 /// A group's `publish = { ... }`.

@@ -1,5 +1,7 @@
-//! A group's reconnect policy: `reconnect = { initial = "100ms", max = "5s" }` (the default)
-//! or `reconnect = "none"` (a lost session stays lost, counted `dropped`).
+//! A group's reconnect policy: `reconnect = { initial = "100ms", max = "5s" }` (the default:
+//! exponential backoff with full jitter), `reconnect = { fixed = "1s" }` (every attempt waits
+//! exactly that long: no jitter, so a fleet dropped at one instant comes back in lockstep), or
+//! `reconnect = "none"` (a lost session stays lost, counted `dropped`).
 //!
 //! rumqttc reconnects on its next poll with no backoff, so the runner owns the policy
 //! (DESIGN.md section 9); this is only its validated description.
@@ -16,17 +18,19 @@ pub const DEFAULT_INITIAL: Duration = Duration::from_millis(100);
 /// Default largest backoff ceiling.
 pub const DEFAULT_MAX: Duration = Duration::from_secs(5);
 
-const FORM: &str =
-    r#"expected "none" or { initial = "100ms", max = "5s" } with 1ms <= initial <= max <= 1h"#;
+const FORM: &str = r#"expected "none", { fixed = "1s" } or { initial = "100ms", max = "5s" } with 1ms <= initial <= max <= 1h"#;
 
 /// How a device whose session was lost comes back: exponential backoff with full jitter, the
-/// ceiling starting at `initial` and doubling up to `max`.
+/// ceiling starting at `initial` and doubling up to `max`; or, when `fixed`, exactly `initial`
+/// before every attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReconnectPlan {
-    /// Ceiling of the first delay.
+    /// Ceiling of the first delay (`fixed`: every delay).
     pub initial: Duration,
-    /// Largest ceiling.
+    /// Largest ceiling (`fixed`: equal to `initial`).
     pub max: Duration,
+    /// Fixed delay, no jitter (`{ fixed = "1s" }`).
+    pub fixed: bool,
 }
 
 impl Default for ReconnectPlan {
@@ -34,6 +38,7 @@ impl Default for ReconnectPlan {
         ReconnectPlan {
             initial: DEFAULT_INITIAL,
             max: DEFAULT_MAX,
+            fixed: false,
         }
     }
 }
@@ -62,6 +67,16 @@ pub(super) fn reconnect(
                 match k.as_str() {
                     "initial" => plan.initial = d,
                     "max" => plan.max = d,
+                    "fixed" if t.len() == 1 => {
+                        plan = ReconnectPlan {
+                            initial: d,
+                            max: d,
+                            fixed: true,
+                        }
+                    }
+                    "fixed" => {
+                        return Err(bad(format!("`fixed` takes no `initial` or `max` ({FORM})")))
+                    }
                     _ => return Err(bad(format!("unknown key `{k}` ({FORM})"))),
                 }
             }
@@ -109,7 +124,17 @@ mod tests {
             custom.groups[0].reconnect,
             Some(ReconnectPlan {
                 initial: Duration::from_millis(50),
-                max: Duration::from_secs(2)
+                max: Duration::from_secs(2),
+                fixed: false,
+            })
+        );
+        let fixed = plan("reconnect = { fixed = \"1s\" }").unwrap();
+        assert_eq!(
+            fixed.groups[0].reconnect,
+            Some(ReconnectPlan {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+                fixed: true,
             })
         );
     }
@@ -130,6 +155,10 @@ mod tests {
                 "\"soon\" is not a duration",
             ),
             ("reconnect = { jitter = \"1s\" }", "unknown key `jitter`"),
+            (
+                "reconnect = { fixed = \"1s\", max = \"2s\" }",
+                "`fixed` takes no `initial` or `max`",
+            ),
             (
                 "reconnect = { initial = 5 }",
                 "initial = 5 is not a duration",
