@@ -7,6 +7,7 @@
 //! cache costs memory for reconnects the runner does not make.
 
 pub mod device;
+pub mod matrix;
 pub mod openssl;
 pub mod options;
 pub mod probe;
