@@ -271,3 +271,186 @@ fn a_fleet_connects_with_sni_through_the_stream_layer() {
         assert_connected_and_published(&result);
     }
 }
+
+/// Runs the `openssl` command in `dir`; panics with its stderr when it fails.
+fn openssl_cli(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "openssl {args:?}: {text}");
+    text
+}
+
+/// A CA and a device identity whose keys rcgen cannot make (RSA-PSS, DSA), made with the
+/// `openssl` command: `genpkey_args` make a key. Returns (CA DER, device cert DER, device key).
+fn openssl_identity(
+    dir: &Path,
+    genpkey_args: &[&str],
+) -> (
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    for key in ["ca.key", "dev.key"] {
+        let mut args = vec!["genpkey"];
+        args.extend_from_slice(genpkey_args);
+        args.extend_from_slice(&["-out", key]);
+        openssl_cli(dir, &args);
+    }
+    openssl_cli(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=thingswarm test CA",
+            "-days",
+            "2",
+            "-sha256",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl_cli(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "dev.key",
+            "-subj",
+            "/CN=dev-0",
+            "-out",
+            "dev.csr",
+        ],
+    );
+    std::fs::write(dir.join("ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl_cli(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "dev.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            "ext",
+            "-out",
+            "dev.pem",
+        ],
+    );
+    // The certificates verify as OpenSSL sees them.
+    let verified = openssl_cli(dir, &["verify", "-CAfile", "ca.pem", "dev.pem"]);
+    assert!(verified.contains("dev.pem: OK"), "{verified}");
+    let der = |f: &str| {
+        pem::parse(std::fs::read(dir.join(f)).unwrap())
+            .unwrap()
+            .into_contents()
+    };
+    (
+        der("ca.pem").into(),
+        der("dev.pem").into(),
+        rustls::pki_types::PrivateKeyDer::try_from(der("dev.key")).unwrap(),
+    )
+}
+
+/// RSASSA-PSS and DSA device identities: rustls cannot sign with either key, so the backend
+/// is OpenSSL automatically; what happens next is the broker's TLS library's decision
+/// (mosquitto / OpenSSL 3 here), and a refusal is a classified TLS error, never a crash.
+#[test]
+fn pss_and_dsa_identities_use_openssl_and_the_broker_decides() {
+    install_crypto_provider();
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI installs openssl"
+        );
+        return;
+    }
+    let kinds: [(&str, &[&str]); 2] = [
+        (
+            "rsa-pss",
+            &["-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048"],
+        ),
+        ("dsa", &["-paramfile", "dsa-params.pem"]),
+    ];
+    for (kind, genpkey) in kinds {
+        let tmp = tempfile::tempdir().unwrap();
+        if kind == "dsa" {
+            openssl_cli(
+                tmp.path(),
+                &[
+                    "genpkey",
+                    "-genparam",
+                    "-algorithm",
+                    "DSA",
+                    "-pkeyopt",
+                    "dsa_paramgen_bits:2048",
+                    "-out",
+                    "dsa-params.pem",
+                ],
+            );
+        }
+        let (ca, cert, key) = openssl_identity(tmp.path(), genpkey);
+        let Some(broker) = Mosquitto::start_unless_missing(&[ca], "").unwrap() else {
+            return;
+        };
+        let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
+        assert_eq!(endpoint.trust.backend_for(&key), Backend::Openssl, "{kind}");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let tls12 = thingswarm::tls::options::TlsOptions {
+            versions: vec![thingswarm::tls::options::TlsVersion::V1_2],
+            ..Default::default()
+        };
+        let trust12 = endpoint.trust.clone().with_options(&tls12);
+        let probes = [&endpoint.trust, &trust12].map(|trust| {
+            let tls = trust
+                .device_tls("dev-0", vec![cert.clone()], key.clone_key())
+                .unwrap();
+            rt.block_on(probe(&endpoint.host, endpoint.port, tls))
+        });
+        eprintln!("{kind}: {probes:?}");
+        let [v13, v12] = probes;
+        match kind {
+            "rsa-pss" => {
+                assert_eq!(v13.unwrap().backend, "openssl");
+                assert_eq!(v12.unwrap().version, "TLSv1.2");
+            }
+            _ => {
+                // TLS 1.3 has no DSA signature scheme: OpenSSL sends no certificate and the
+                // broker, which requires one, says so after the handshake.
+                let e = v13.unwrap_err();
+                assert!(e.starts_with("tls: certificate required"), "{kind}: {e}");
+                // TLS 1.2 still defines DSA signatures, and mosquitto's OpenSSL 3 accepts them
+                // (AWS IoT would refuse the certificate; that would show as a TLS class too).
+                assert_eq!(v12.unwrap().version, "TLSv1.2", "{kind}");
+            }
+        }
+    }
+}

@@ -20,6 +20,12 @@ use super::device::DeviceTls;
 /// How long a probe may take (TCP connect plus handshake).
 pub const PROBE_WITHIN: Duration = Duration::from_secs(5);
 
+/// After a TLS 1.3 handshake, how long the probe listens for the broker's verdict on the client
+/// certificate: under TLS 1.3 the client finishes before the server has checked its
+/// certificate, so a rejection (alert `certificate_required`, `bad_certificate`, ...) arrives
+/// only afterwards. An MQTT broker sends nothing before CONNECT, so silence means accepted.
+pub const TLS13_VERDICT_WITHIN: Duration = Duration::from_millis(250);
+
 /// What the probe handshake negotiated.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Negotiated {
@@ -105,6 +111,10 @@ async fn handshake(host: &str, port: u16, tls: &DeviceTls) -> Result<Negotiated,
             .map_err(|_| within("rustls"))?
             .map_err(|e| format!("tls: {e}"))?;
             let took = started.elapsed();
+            let mut stream = stream;
+            if stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+                verdict(&mut stream).await?;
+            }
             let (_, conn) = stream.get_ref();
             Ok(Negotiated {
                 // rustls names versions `TLSv1_3`; OpenSSL and the seed write `TLSv1.3`.
@@ -128,6 +138,10 @@ async fn handshake(host: &str, port: u16, tls: &DeviceTls) -> Result<Negotiated,
                 .map_err(|_| within("openssl"))?
                 .map_err(|e| format!("{}: {}", e.class, e.detail))?;
             let took = started.elapsed();
+            let mut stream = stream;
+            if stream.ssl().version_str() == "TLSv1.3" {
+                verdict(&mut stream).await?;
+            }
             let ssl = stream.ssl();
             Ok(Negotiated {
                 version: ssl.version_str().to_string(),
@@ -139,6 +153,27 @@ async fn handshake(host: &str, port: u16, tls: &DeviceTls) -> Result<Negotiated,
                 backend: "openssl".into(),
                 client_cpu_ms: None,
             })
+        }
+    }
+}
+
+/// Waits [`TLS13_VERDICT_WITHIN`] for a post-handshake alert: the broker rejecting the client
+/// certificate after a TLS 1.3 handshake. `Ok` when nothing (or data) arrived.
+async fn verdict<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Result<(), String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(TLS13_VERDICT_WITHIN, stream.read(&mut byte)).await {
+        Err(_) | Ok(Ok(1..)) => Ok(()),
+        Ok(Ok(_)) => Err(
+            "closed by broker: right after the TLS 1.3 handshake (the client certificate was refused)"
+                .into(),
+        ),
+        Ok(Err(e)) => {
+            let failure = crate::fleet::failure::Failure::classify(&e);
+            Err(format!(
+                "{}: after the TLS 1.3 handshake: {}",
+                failure.class, failure.detail
+            ))
         }
     }
 }
