@@ -375,7 +375,8 @@ pub struct IssueArgs {
     #[arg(long, default_value = "device-{index:05}")]
     pub client_id: String,
     /// Signing algorithm: ecdsa-p256-sha256, ecdsa-p384-sha384, ecdsa-p521-sha512,
-    /// rsa{2048,3072,4096}-sha{256,384,512} (the seed's names such as ECDSA-WITH-SHA256 work too).
+    /// rsa{2048,3072,4096}-sha{256,384,512}, rsa{2048,3072,4096}-pss-sha256, dsa2048-sha256 (the
+    /// seed's names such as ECDSA-WITH-SHA256, RSASSAPSS, DSA_WITH_SHA256 work too).
     #[arg(long, default_value_t = Algorithm::default())]
     pub algorithm: Algorithm,
     /// Days the device certificates stay valid.

@@ -27,6 +27,8 @@ pub const CA_ROOT: &str = "root.pem";
 pub const CA_ROOT_KEY: &str = "root-key.pem";
 
 /// Who signs device certificates: rcgen, or OpenSSL for RSASSA-PSS and DSA.
+// One per CA, never moved in a hot path: boxing rcgen's issuer would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Signer {
     /// rcgen's issuer (ECDSA, PKCS#1 RSA).
     Rcgen(Issuer<'static, KeyPair>),
