@@ -15,7 +15,7 @@ use rumqttc::{AsyncReadWrite, NetworkOptions, StreamLayer, TlsConfiguration, Tra
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 
-use super::openssl::connect_io;
+use super::openssl::{connect_io, OpensslIdentity};
 use super::options::Backend;
 
 /// One device's TLS: the backend with its per-identity context, and the server name.
@@ -28,10 +28,12 @@ pub enum DeviceTls {
         /// Server name when it is not the connect host.
         sni: Option<Arc<str>>,
     },
-    /// OpenSSL with this connector (an `SSL_CTX` holding the identity).
+    /// OpenSSL: the run's shared connector and this device's identity.
     Openssl {
-        /// The identity's connector.
+        /// The run's connector (shared `SSL_CTX`).
         connector: SslConnector,
+        /// The device's certificate, chain and key.
+        identity: Arc<OpensslIdentity>,
         /// Server name when it is not the connect host.
         sni: Option<Arc<str>>,
     },
@@ -102,9 +104,11 @@ impl DeviceTls {
                     .await?;
                 Ok(Box::new(tls))
             }
-            DeviceTls::Openssl { connector, .. } => {
-                Ok(Box::new(connect_io(connector, name, tcp).await?))
-            }
+            DeviceTls::Openssl {
+                connector,
+                identity,
+                ..
+            } => Ok(Box::new(connect_io(connector, identity, name, tcp).await?)),
         }
     }
 }

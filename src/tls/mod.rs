@@ -158,14 +158,15 @@ impl ServerTrust {
     ) -> Result<DeviceTls, TlsError> {
         match self.backend_for(&key) {
             Backend::Openssl => {
-                let connector = self.openssl.connector(&chain, &key).map_err(|source| {
-                    TlsError::OpensslIdentity {
-                        client_id: client_id.to_string(),
-                        source,
-                    }
-                })?;
+                let failed = |source| TlsError::OpensslIdentity {
+                    client_id: client_id.to_string(),
+                    source,
+                };
+                let connector = self.openssl.connector().map_err(failed)?;
+                let identity = self.openssl.identity(&chain, &key).map_err(failed)?;
                 Ok(DeviceTls::Openssl {
                     connector,
+                    identity: Arc::new(identity),
                     sni: self.sni.clone(),
                 })
             }

@@ -6,8 +6,10 @@
 //! closure runs the whole TLS handshake here (tokio-openssl) and MQTT then flows over the
 //! `SslStream`. So the MQTT session, its codec and the runner are the same for both backends.
 //!
-//! One `SslConnector` (an `SSL_CTX`) per identity, like rustls's one `ClientConfig` per
-//! identity: the client certificate lives in the context. Trust is only the run's server CA
+//! One shared `SslConnector` (an `SSL_CTX`: offer, trust, options) per run, and per device only
+//! its parsed identity ([`OpensslIdentity`]: certificate, chain, key), set on each connection's
+//! `SSL` object: a context per device would cost its cipher tables and trust store per device.
+//! Trust is only the run's server CA
 //! (never the system store, as with rustls), the server certificate and name are verified by
 //! default, session tickets and the session cache are off (no identity mixing, no resumption
 //! the devices would not make).
@@ -22,8 +24,9 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
-use openssl::pkey::{Id, PKey};
+use openssl::pkey::{Id, PKey, Private};
 use openssl::ssl::{
     SslConnector, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
@@ -50,6 +53,16 @@ pub struct OpensslPlan {
     cas: Vec<CertificateDer<'static>>,
     /// Verify the server's chain and name (off only with `--insecure`).
     verify: bool,
+    /// The shared context, built on first use.
+    shared: Arc<OnceLock<SslConnector>>,
+}
+
+/// One device's identity, parsed once for OpenSSL and set on each of its connections.
+#[derive(Clone)]
+pub struct OpensslIdentity {
+    cert: X509,
+    chain: Vec<X509>,
+    key: PKey<Private>,
 }
 
 /// Why an OpenSSL connector could not be built for an identity.
@@ -63,6 +76,12 @@ pub enum OpensslError {
         /// OpenSSL's error stack.
         source: openssl::error::ErrorStack,
     },
+    /// The identity has no certificate.
+    #[error("openssl: no client certificate (expected the device certificate first)")]
+    NoCertificate,
+    /// The private key does not belong to the certificate.
+    #[error("openssl: the private key does not match the certificate")]
+    KeyMismatch,
 }
 
 fn step<T>(
@@ -115,15 +134,44 @@ impl OpensslPlan {
             alpn_wire,
             cas: cas.to_vec(),
             verify,
+            shared: Arc::new(OnceLock::new()),
         }
     }
 
-    /// The connector for one identity: its certificate chain and key, the run's trust and offer.
-    pub fn connector(
+    /// The run's shared connector (offer, trust, options; no client identity).
+    pub fn connector(&self) -> Result<SslConnector, OpensslError> {
+        if let Some(c) = self.shared.get() {
+            return Ok(c.clone());
+        }
+        let built = self.build()?;
+        Ok(self.shared.get_or_init(|| built).clone())
+    }
+
+    /// A device identity for OpenSSL: its certificate chain and key, checked to match.
+    pub fn identity(
         &self,
         chain: &[CertificateDer<'static>],
         key: &PrivateKeyDer<'_>,
-    ) -> Result<SslConnector, OpensslError> {
+    ) -> Result<OpensslIdentity, OpensslError> {
+        let mut certs = chain.iter();
+        let leaf = certs.next().ok_or(OpensslError::NoCertificate)?;
+        let cert = step("client certificate", X509::from_der(leaf))?;
+        let chain = certs
+            .map(|c| step("client chain", X509::from_der(c)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let der = key.secret_der();
+        let key = step(
+            "client key",
+            PKey::private_key_from_der(der).or_else(|_| PKey::private_key_from_pkcs8(der)),
+        )?;
+        let public = step("client certificate key", cert.public_key())?;
+        if !public.public_eq(&key) {
+            return Err(OpensslError::KeyMismatch);
+        }
+        Ok(OpensslIdentity { cert, chain, key })
+    }
+
+    fn build(&self) -> Result<SslConnector, OpensslError> {
         let mut b = step("context", SslConnector::builder(SslMethod::tls_client()))?;
         step("minimum version", b.set_min_proto_version(Some(self.min)))?;
         step("maximum version", b.set_max_proto_version(Some(self.max)))?;
@@ -150,22 +198,6 @@ impl OpensslPlan {
         } else {
             b.set_verify(SslVerifyMode::NONE);
         }
-        let mut certs = chain.iter();
-        if let Some(leaf) = certs.next() {
-            let leaf = step("client certificate", X509::from_der(leaf))?;
-            step("client certificate", b.set_certificate(&leaf))?;
-        }
-        for extra in certs {
-            let extra = step("client chain", X509::from_der(extra))?;
-            step("client chain", b.add_extra_chain_cert(extra))?;
-        }
-        let der = key.secret_der();
-        let pkey = step(
-            "client key",
-            PKey::private_key_from_der(der).or_else(|_| PKey::private_key_from_pkcs8(der)),
-        )?;
-        step("client key", b.set_private_key(&pkey))?;
-        step("client key matches certificate", b.check_private_key())?;
         Ok(b.build())
     }
 
@@ -277,6 +309,7 @@ pub fn class_in_text(text: &str) -> Option<&'static str> {
 /// the certificate is checked against it when the connector verifies).
 pub async fn connect<S>(
     connector: &SslConnector,
+    identity: &OpensslIdentity,
     name: &str,
     stream: S,
 ) -> Result<SslStream<S>, HandshakeFailed>
@@ -287,10 +320,15 @@ where
         class: "tls: handshake",
         detail: format!("openssl set-up for {name:?}: {e}"),
     };
-    let ssl = connector
+    let mut ssl = connector
         .configure()
         .and_then(|c| c.into_ssl(name))
         .map_err(setup)?;
+    ssl.set_certificate(&identity.cert).map_err(setup)?;
+    ssl.set_private_key(&identity.key).map_err(setup)?;
+    for c in &identity.chain {
+        ssl.add_chain_cert(c.clone()).map_err(setup)?;
+    }
     let mut tls = SslStream::new(ssl, stream).map_err(setup)?;
     match Pin::new(&mut tls).connect().await {
         Ok(()) => Ok(tls),
@@ -301,13 +339,14 @@ where
 /// [`connect`] as an `io::Result`, the typed failure inside (what the stream layer returns).
 pub async fn connect_io<S>(
     connector: &SslConnector,
+    identity: &OpensslIdentity,
     name: &str,
     stream: S,
 ) -> io::Result<SslStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    connect(connector, name, stream)
+    connect(connector, identity, name, stream)
         .await
         .map_err(io::Error::other)
 }

@@ -132,8 +132,13 @@ async fn handshake(host: &str, port: u16, tls: &DeviceTls) -> Result<Negotiated,
                 client_cpu_ms: None,
             })
         }
-        DeviceTls::Openssl { connector, .. } => {
-            let stream = tokio::time::timeout(left, super::openssl::connect(connector, &name, tcp))
+        DeviceTls::Openssl {
+            connector,
+            identity,
+            ..
+        } => {
+            let connecting = super::openssl::connect(connector, identity, &name, tcp);
+            let stream = tokio::time::timeout(left, connecting)
                 .await
                 .map_err(|_| within("openssl"))?
                 .map_err(|e| format!("{}: {}", e.class, e.detail))?;
