@@ -29,7 +29,7 @@ fn issue(c: &mut Criterion) {
         group.bench_function(alg.name(), |b| {
             b.iter(|| {
                 index += 1;
-                device::issue(ca.issuer(), alg, &window, "bench-device-00001", index).unwrap()
+                device::issue(ca.signer(), alg, &window, "bench-device-00001", index).unwrap()
             })
         });
     }

@@ -43,6 +43,38 @@ pub enum Command {
     Merge(NotBuilt),
     /// Re-render the text summary of a saved report (a results directory or its report.json).
     Report(ReportArgs),
+    /// One small group per (TLS version, cipher suite, device key) cell against a local
+    /// mosquitto allowing exactly that cell: negotiated suite, backend, handshake time and
+    /// client CPU, connects. Exit 1 when a cell fails.
+    TlsMatrix(TlsMatrixArgs),
+}
+
+/// `thingswarm tls-matrix`
+#[derive(Debug, Args)]
+pub struct TlsMatrixArgs {
+    /// TLS version, 1.2 or 1.3 (repeatable; default both).
+    #[arg(long = "tls-version", value_name = "VERSION")]
+    pub tls_versions: Vec<String>,
+    /// Cipher suite by OpenSSL name (repeatable; default the seed's 18 TLS 1.2 suites and
+    /// TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384).
+    #[arg(long = "cipher-suite", value_name = "NAME")]
+    pub cipher_suites: Vec<String>,
+    /// Device key / signature algorithm (repeatable; default ecdsa-p256-sha256 and
+    /// rsa2048-sha256).
+    #[arg(long = "algorithm", value_name = "NAME")]
+    pub algorithms: Vec<String>,
+    /// Devices connecting per cell.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub devices: u64,
+    /// Probe handshakes per cell (their median time and mean client CPU are reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub handshakes: u32,
+    /// Also write the cells as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Identity cache.
+    #[command(flatten)]
+    pub dir: CertsDir,
 }
 
 /// Arguments of a command that is not built yet: accepted so the command can say so plainly.
@@ -343,7 +375,8 @@ pub struct IssueArgs {
     #[arg(long, default_value = "device-{index:05}")]
     pub client_id: String,
     /// Signing algorithm: ecdsa-p256-sha256, ecdsa-p384-sha384, ecdsa-p521-sha512,
-    /// rsa{2048,3072,4096}-sha{256,384,512} (the seed's names such as ECDSA-WITH-SHA256 work too).
+    /// rsa{2048,3072,4096}-sha{256,384,512}, rsa{2048,3072,4096}-pss-sha256, dsa2048-sha256 (the
+    /// seed's names such as ECDSA-WITH-SHA256, RSASSAPSS, DSA_WITH_SHA256 work too).
     #[arg(long, default_value_t = Algorithm::default())]
     pub algorithm: Algorithm,
     /// Days the device certificates stay valid.

@@ -129,7 +129,7 @@ fn each_certificate_failure_is_its_own_class_and_good_devices_still_connect() {
     let spec = plan.fleet_spec(group);
     let (good, _) = cache::ensure(tmp.path(), &spec, 8, false).unwrap();
     let ca = spec.load_ca(tmp.path()).unwrap();
-    let issuer = ca.issuer();
+    let issuer = ca.issuer().expect("a P-256 CA is signed by rcgen");
     let stranger = other_ca("not the fleet's CA");
     let revoked_serial = vec![0x4e, 0x07, 0x2a];
 

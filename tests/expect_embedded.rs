@@ -67,7 +67,7 @@ fn check(protocol: Protocol) {
     let device = |f: &thingswarm::identity::cache::Fleet, i: usize| Device {
         client_id: f.client_id(i),
         tls: trust
-            .client_config(&f.client_id(i), f.cert_chain(i), f.key(i).clone_key())
+            .device_tls(&f.client_id(i), f.cert_chain(i), f.key(i).clone_key())
             .unwrap(),
     };
     let dev0 = device(&fleets[0], 0);

@@ -120,7 +120,7 @@ fn setup(protocol: Protocol, authz: Authz) -> Option<Setup> {
     let device = |f: &thingswarm::identity::cache::Fleet, i: usize| Device {
         client_id: f.client_id(i),
         tls: trust
-            .client_config(&f.client_id(i), f.cert_chain(i), f.key(i).clone_key())
+            .device_tls(&f.client_id(i), f.cert_chain(i), f.key(i).clone_key())
             .unwrap(),
     };
     let dev = (0..2).map(|i| device(&fleets[0], i)).collect();

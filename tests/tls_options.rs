@@ -177,8 +177,11 @@ fn alpn_is_offered_as_configured() {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let accepted = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let tls = acceptor.accept(tcp).await.unwrap();
-            tls.get_ref().1.alpn_protocol().map(|p| p.to_vec())
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let alpn = tls.get_ref().1.alpn_protocol().map(|p| p.to_vec());
+            // Held open until the probe, which listens for a late TLS 1.3 verdict, closes.
+            let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut [0u8; 1]).await;
+            alpn
         });
         let mut endpoint = Endpoint::verified(addr, &server.ca_der).unwrap();
         endpoint.trust = endpoint.trust.with_options(&plan.tls);

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::CertificateDer;
 
 use super::{log_tail, private_temp_dir, write_client_roots, BrokerError};
-use crate::identity::{server_identity, ServerIdentity};
+use crate::identity::server::server_identity_with;
+use crate::identity::{Algorithm, ServerIdentity};
 
 /// The program started; found on `PATH` (the Debian package installs `/usr/sbin/mosquitto`,
 /// which is not on every user's `PATH`, so that location is tried too).
@@ -50,7 +51,17 @@ impl Mosquitto {
         client_roots: &[CertificateDer<'static>],
         extra_config: &str,
     ) -> Result<Option<Mosquitto>, BrokerError> {
-        match Mosquitto::start(client_roots, extra_config) {
+        Mosquitto::start_unless_missing_with(client_roots, extra_config, Algorithm::default())
+    }
+
+    /// [`Mosquitto::start_unless_missing`] with a server key of `server_key`'s type (RSA for
+    /// the ECDHE-RSA and static-RSA cipher suites).
+    pub fn start_unless_missing_with(
+        client_roots: &[CertificateDer<'static>],
+        extra_config: &str,
+        server_key: Algorithm,
+    ) -> Result<Option<Mosquitto>, BrokerError> {
+        match Mosquitto::start_with(client_roots, extra_config, server_key) {
             Err(e @ BrokerError::MosquittoMissing { .. })
                 if std::env::var("CI").as_deref() != Ok("true") =>
             {
@@ -71,11 +82,20 @@ impl Mosquitto {
         client_roots: &[CertificateDer<'static>],
         extra_config: &str,
     ) -> Result<Mosquitto, BrokerError> {
+        Mosquitto::start_with(client_roots, extra_config, Algorithm::default())
+    }
+
+    /// [`Mosquitto::start`] with a server certificate and CA of `server_key`'s type.
+    pub fn start_with(
+        client_roots: &[CertificateDer<'static>],
+        extra_config: &str,
+        server_key: Algorithm,
+    ) -> Result<Mosquitto, BrokerError> {
         let program = find_program()?;
         let dir = private_temp_dir("thingswarm-mosquitto-")?;
         let cafile = dir.path().join("client-roots.pem");
         write_client_roots(&cafile, client_roots)?;
-        let server = server_identity(dir.path())?;
+        let server = server_identity_with(dir.path(), server_key)?;
         let config = dir.path().join("mosquitto.conf");
         let log = dir.path().join("mosquitto.log");
 

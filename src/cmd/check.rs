@@ -37,13 +37,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             false => v.join(", "),
         };
         println!(
-            "  tls:       versions {}; suites {}; alpn {}",
+            "  tls:       versions {}; suites {}; alpn {}; backend {}{}; sni {}",
             or_all(t.versions.iter().map(|v| v.to_string()).collect()),
             or_all(t.suites.clone()),
             match t.alpn.is_empty() {
                 true => "none".to_string(),
                 false => t.alpn.join(", "),
-            }
+            },
+            t.backend.name(),
+            match (t.backend, t.needs_openssl()) {
+                (crate::tls::options::Backend::Auto, true) => " (openssl: a named suite needs it)",
+                _ => "",
+            },
+            t.sni.as_deref().unwrap_or("the connect host")
         );
     }
     let mut protocols: Vec<Protocol> = plan.groups.iter().map(|g| g.protocol).collect();

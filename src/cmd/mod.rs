@@ -10,6 +10,7 @@ mod policy;
 mod proxy;
 mod report;
 mod run;
+mod tls_matrix;
 
 use crate::cli::{Cli, Command};
 
@@ -58,5 +59,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Compare(args) => compare::run(args),
         Command::Merge(_) => Err(NotBuiltYet("merge").into()),
         Command::Report(args) => report::run(args).map(|()| Outcome::Done),
+        Command::TlsMatrix(args) => tls_matrix::run(args),
     }
 }

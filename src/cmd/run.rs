@@ -388,7 +388,7 @@ async fn probe_groups(
     for (group, fleet) in plan.groups.iter().zip(fleets) {
         let config = endpoint
             .trust
-            .client_config(
+            .device_tls(
                 &fleet.client_id(0),
                 fleet.cert_chain(0),
                 fleet.key(0).clone_key(),
@@ -400,10 +400,12 @@ async fn probe_groups(
         };
         match &result {
             Ok(n) => eprintln!(
-                "tls         group {}: {n} ({}), probe handshake {:.1} ms",
+                "tls         group {}: {n} ({}), probe handshake {:.1} ms, client CPU {}",
                 group.name,
                 n.kx_group.as_deref().unwrap_or("no key exchange"),
-                n.handshake_ms
+                n.handshake_ms,
+                n.client_cpu_ms
+                    .map_or("unknown".into(), |c| format!("{c:.2} ms"))
             ),
             Err(e) => eprintln!("tls         group {}: probe failed: {e}", group.name),
         }

@@ -12,10 +12,8 @@
 
 mod run;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ClientConfig;
 use tokio::time::{timeout_at, Instant};
 
 use crate::fleet::failure::Failure;
@@ -76,7 +74,7 @@ pub struct Device {
     /// MQTT client id (= certificate CN).
     pub client_id: String,
     /// The device's TLS configuration (its certificate and key).
-    pub tls: Arc<ClientConfig>,
+    pub tls: crate::tls::device::DeviceTls,
 }
 
 /// Where and how probes connect.

@@ -53,7 +53,7 @@ fn device(fleets: &[Arc<Fleet>], endpoint: &Endpoint, d: &DeviceRef) -> Result<D
     let i = d.index as usize;
     Ok(Device {
         client_id: d.client_id.clone(),
-        tls: endpoint.trust.client_config(
+        tls: endpoint.trust.device_tls(
             &d.client_id,
             fleet.cert_chain(i),
             fleet.key(i).clone_key(),

@@ -33,6 +33,7 @@ impl Failure {
         let detail = chain_text(err);
         let class = tls_in_chain(err)
             .or_else(|| alert_in_text(&detail))
+            .or_else(|| crate::tls::openssl::class_in_text(&detail))
             .or_else(|| io_in_chain(err))
             .unwrap_or("protocol error");
         Failure { class, detail }
@@ -117,6 +118,13 @@ fn tls_in_chain(err: &(dyn StdError + 'static)) -> Option<&'static str> {
             .or_else(|| inner?.downcast_ref::<rustls::Error>());
         if let Some(tls) = tls {
             return Some(tls_class(tls));
+        }
+        // The OpenSSL backend's handshake failure, classified where it happened.
+        let openssl = e
+            .downcast_ref::<crate::tls::openssl::HandshakeFailed>()
+            .or_else(|| inner?.downcast_ref::<crate::tls::openssl::HandshakeFailed>());
+        if let Some(failed) = openssl {
+            return Some(failed.class);
         }
         cur = e.source();
     }

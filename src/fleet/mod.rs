@@ -479,7 +479,7 @@ async fn device(
     let counters = ctx.recorder.group(ctx.group);
     counters.attempted.fetch_add(1, Relaxed);
     let client_id = ctx.fleet.client_id(index);
-    let tls = match ctx.endpoint.trust.client_config(
+    let tls = match ctx.endpoint.trust.device_tls(
         &client_id,
         ctx.fleet.cert_chain(index),
         ctx.fleet.key(index).clone_key(),

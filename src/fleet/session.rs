@@ -4,14 +4,13 @@
 //! with no backoff, so a failed [`Session`] is polled again only through
 //! [`Session::connect`], after the runner's backoff.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{v5, NetworkOptions, TlsConfiguration, Transport};
-use rustls::ClientConfig;
+use rumqttc::{v5, NetworkOptions};
 
 use super::failure::Failure;
 use crate::scenario::{Protocol, SubscribePlan};
+use crate::tls::device::DeviceTls;
 
 /// In-flight publishes each session allows; small keeps per-session memory low (rumqttc
 /// preallocates a slot per in-flight message, v5 65,536 unless limited).
@@ -35,8 +34,8 @@ pub struct SessionOptions<'a> {
     pub clean_session: bool,
     /// Upper bound for the whole connect (TCP + TLS + CONNACK).
     pub timeout: Duration,
-    /// This device's TLS configuration.
-    pub tls: Arc<ClientConfig>,
+    /// This device's TLS (rustls or OpenSSL, see [`DeviceTls`]).
+    pub tls: DeviceTls,
 }
 
 /// A device's client handle and event loop.
@@ -57,7 +56,7 @@ impl Session {
         net.set_tcp_nodelay(true);
         // rumqttc's own timeout must not fire before ours.
         net.set_connection_timeout(o.timeout.as_secs() + 1);
-        let transport = Transport::tls_with_config(TlsConfiguration::Rustls(o.tls));
+        let transport = o.tls.transport(o.host, &mut net);
         match o.protocol {
             Protocol::V311 => {
                 let mut opts = rumqttc::MqttOptions::new(o.client_id, o.host, o.port);

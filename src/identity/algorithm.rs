@@ -2,8 +2,9 @@
 //!
 //! An [`Algorithm`] fixes both the device key type and the signature on the device certificate
 //! (a generated CA uses the same algorithm, so "ECDSA-WITH-SHA384" means exactly that on the
-//! wire). RSASSA-PSS and DSA_WITH_SHA256 are in the seed but rcgen cannot produce them; they are
-//! recognised and refused with "not supported yet" until the TLS-coverage work adds a backend.
+//! wire). RSASSA-PSS (SHA-256) and DSA_WITH_SHA256 are in the seed but rcgen cannot produce
+//! them: those are signed with OpenSSL ([`super::openssl_ca`]). Other PSS digests and DSA sizes
+//! are recognised and refused with "not supported yet".
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +23,10 @@ pub enum Algorithm {
     EcdsaP521Sha512,
     /// SHA{256,384,512}WITHRSA (PKCS#1 v1.5) with a key of `bits` bits.
     Rsa { bits: RsaBits, hash: RsaHash },
+    /// RSASSA-PSS with SHA-256 (an `RSA-PSS` key of `bits` bits), signed by OpenSSL.
+    RsaPss { bits: RsaBits },
+    /// DSA_WITH_SHA256 with a 2048-bit DSA key, signed by OpenSSL.
+    Dsa,
 }
 
 /// RSA key sizes rcgen (aws-lc-rs) can generate.
@@ -50,10 +55,10 @@ pub enum RsaHash {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AlgorithmError {
     /// The name is one of the seed's algorithms that no backend produces yet.
-    #[error("signing algorithm `{0}` is not supported yet (RSASSA-PSS and DSA_WITH_SHA256 need a second certificate backend); supported: {list}", list = Algorithm::NAMES.join(", "))]
+    #[error("signing algorithm `{0}` is not supported yet (RSASSA-PSS is built with SHA-256 only, DSA with 2048-bit keys only); supported: {list}, {more}", list = Algorithm::NAMES.join(", "), more = Algorithm::OPENSSL_NAMES.join(", "))]
     NotSupportedYet(String),
     /// The name is not an algorithm at all.
-    #[error("unknown signing algorithm `{0}`; expected one of: {list}", list = Algorithm::NAMES.join(", "))]
+    #[error("unknown signing algorithm `{0}`; expected one of: {list}, {more}", list = Algorithm::NAMES.join(", "), more = Algorithm::OPENSSL_NAMES.join(", "))]
     Unknown(String),
 }
 
@@ -74,12 +79,30 @@ impl Algorithm {
         "rsa4096-sha512",
     ];
 
-    /// The canonical name (one of [`Algorithm::NAMES`]).
+    /// The algorithms OpenSSL signs (rcgen cannot), by name, in [`OPENSSL`] order.
+    pub const OPENSSL_NAMES: [&'static str; 4] = [
+        "rsa2048-pss-sha256",
+        "rsa3072-pss-sha256",
+        "rsa4096-pss-sha256",
+        "dsa2048-sha256",
+    ];
+
+    /// Whether OpenSSL signs this algorithm's certificates (and runs its devices' TLS: rustls
+    /// cannot sign with RSA-PSS or DSA keys).
+    pub fn needs_openssl(self) -> bool {
+        matches!(self, Algorithm::RsaPss { .. } | Algorithm::Dsa)
+    }
+
+    /// The canonical name (one of [`Algorithm::NAMES`] or [`Algorithm::OPENSSL_NAMES`]).
     pub fn name(self) -> &'static str {
         use Algorithm::*;
         use RsaBits::*;
         use RsaHash::*;
         match self {
+            RsaPss { bits: B2048 } => "rsa2048-pss-sha256",
+            RsaPss { bits: B3072 } => "rsa3072-pss-sha256",
+            RsaPss { bits: B4096 } => "rsa4096-pss-sha256",
+            Dsa => "dsa2048-sha256",
             EcdsaP256Sha256 => "ecdsa-p256-sha256",
             EcdsaP384Sha384 => "ecdsa-p384-sha384",
             EcdsaP521Sha512 => "ecdsa-p521-sha512",
@@ -140,12 +163,14 @@ impl Algorithm {
                 hash: RsaHash::Sha512,
                 ..
             } => "SHA512WITHRSA",
+            Algorithm::RsaPss { .. } => "RSASSAPSS",
+            Algorithm::Dsa => "DSA_WITH_SHA256",
         }
     }
 
-    /// rcgen's description of the signature.
-    pub fn signature(self) -> &'static SignatureAlgorithm {
-        match self {
+    /// rcgen's description of the signature; `None` for the algorithms OpenSSL signs.
+    pub fn signature(self) -> Option<&'static SignatureAlgorithm> {
+        Some(match self {
             Algorithm::EcdsaP256Sha256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             Algorithm::EcdsaP384Sha384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             Algorithm::EcdsaP521Sha512 => &rcgen::PKCS_ECDSA_P521_SHA512,
@@ -161,7 +186,8 @@ impl Algorithm {
                 hash: RsaHash::Sha512,
                 ..
             } => &rcgen::PKCS_RSA_SHA512,
-        }
+            Algorithm::RsaPss { .. } | Algorithm::Dsa => return None,
+        })
     }
 
     /// Identities one core signs per second here (key generation + certificate), measured on
@@ -184,11 +210,29 @@ impl Algorithm {
                 bits: RsaBits::B4096,
                 ..
             } => 1.3,
+            // OpenSSL's RSA-PSS key generation: `certs issue --algorithm rsassapss --count 10`
+            // took 7 s on the shared 2-core machine (~1/s per core); larger keys are scaled as
+            // PKCS#1 RSA's are (not measured).
+            Algorithm::RsaPss {
+                bits: RsaBits::B2048,
+            } => 1.0,
+            Algorithm::RsaPss {
+                bits: RsaBits::B3072,
+            } => 0.3,
+            Algorithm::RsaPss {
+                bits: RsaBits::B4096,
+            } => 0.1,
+            // A key from the CA's shared parameters plus one DSA signature: `certs issue
+            // --algorithm dsa2048-sha256 --count 200` signed 174/s on 2 shared cores.
+            Algorithm::Dsa => 90.0,
         }
     }
 
-    /// Generates a fresh key pair of this algorithm.
+    /// Generates a fresh rcgen key pair of this algorithm (an error for the OpenSSL ones).
     pub fn generate_key(self) -> Result<KeyPair, rcgen::Error> {
+        let signature = self
+            .signature()
+            .ok_or(rcgen::Error::UnsupportedSignatureAlgorithm)?;
         match self {
             Algorithm::Rsa { bits, .. } => {
                 let size = match bits {
@@ -196,9 +240,9 @@ impl Algorithm {
                     RsaBits::B3072 => RsaKeySize::_3072,
                     RsaBits::B4096 => RsaKeySize::_4096,
                 };
-                KeyPair::generate_rsa_for(self.signature(), size)
+                KeyPair::generate_rsa_for(signature, size)
             }
-            _ => KeyPair::generate_for(self.signature()),
+            _ => KeyPair::generate_for(signature),
         }
     }
 }
@@ -223,10 +267,12 @@ impl FromStr for Algorithm {
             "sha256withrsa" => Some("rsa2048-sha256"),
             "sha384withrsa" => Some("rsa2048-sha384"),
             "sha512withrsa" => Some("rsa2048-sha512"),
+            "rsassapss" | "rsassa-pss" | "rsa-pss" => Some("rsa2048-pss-sha256"),
+            "dsa_with_sha256" | "dsa-sha256" | "dsa" => Some("dsa2048-sha256"),
             _ => None,
         };
         let name = seed_alias.unwrap_or(lower.as_str());
-        if let Some(alg) = ALL.iter().find(|a| a.name() == name) {
+        if let Some(alg) = ALL.iter().chain(OPENSSL.iter()).find(|a| a.name() == name) {
             return Ok(*alg);
         }
         let unsupported = [
@@ -246,7 +292,21 @@ impl FromStr for Algorithm {
     }
 }
 
-/// Every algorithm, in [`Algorithm::NAMES`] order.
+/// The algorithms OpenSSL signs, in [`Algorithm::OPENSSL_NAMES`] order.
+pub const OPENSSL: [Algorithm; 4] = [
+    Algorithm::RsaPss {
+        bits: RsaBits::B2048,
+    },
+    Algorithm::RsaPss {
+        bits: RsaBits::B3072,
+    },
+    Algorithm::RsaPss {
+        bits: RsaBits::B4096,
+    },
+    Algorithm::Dsa,
+];
+
+/// Every algorithm rcgen signs, in [`Algorithm::NAMES`] order.
 pub const ALL: [Algorithm; 12] = {
     use Algorithm::*;
     use RsaBits::*;
@@ -319,8 +379,20 @@ mod tests {
     }
 
     #[test]
-    fn pss_and_dsa_are_not_supported_yet() {
-        for name in ["RSASSAPSS", "rsa2048-pss-sha256", "DSA_WITH_SHA256"] {
+    fn pss_and_dsa_are_openssl_signed_in_their_seed_forms_only() {
+        for (alg, name) in OPENSSL.iter().zip(Algorithm::OPENSSL_NAMES) {
+            assert_eq!(name.parse::<Algorithm>().unwrap(), *alg);
+            assert!(alg.needs_openssl() && alg.signature().is_none());
+        }
+        assert_eq!(
+            "RSASSAPSS".parse::<Algorithm>().unwrap().seed_name(),
+            "RSASSAPSS"
+        );
+        assert_eq!(
+            "DSA_WITH_SHA256".parse::<Algorithm>().unwrap(),
+            Algorithm::Dsa
+        );
+        for name in ["rsa2048-pss-sha512", "dsa3072-sha256"] {
             let e = name.parse::<Algorithm>().unwrap_err();
             assert!(matches!(e, AlgorithmError::NotSupportedYet(_)), "{name}");
             assert!(e.to_string().contains("not supported yet"));

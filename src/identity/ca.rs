@@ -26,9 +26,19 @@ pub const CA_ROOT: &str = "root.pem";
 /// certificate for a test broker).
 pub const CA_ROOT_KEY: &str = "root-key.pem";
 
+/// Who signs device certificates: rcgen, or OpenSSL for RSASSA-PSS and DSA.
+// One per CA, never moved in a hot path: boxing rcgen's issuer would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Signer {
+    /// rcgen's issuer (ECDSA, PKCS#1 RSA).
+    Rcgen(Issuer<'static, KeyPair>),
+    /// OpenSSL (RSASSA-PSS, DSA_WITH_SHA256).
+    Openssl(super::openssl_ca::OpensslSigner),
+}
+
 /// A loaded certificate authority, ready to sign device certificates.
 pub struct Ca {
-    issuer: Issuer<'static, KeyPair>,
+    signer: Signer,
     /// Issuing certificate first, then any intermediates up to (excluding) the root.
     chain: Vec<CertificateDer<'static>>,
     root: CertificateDer<'static>,
@@ -67,22 +77,36 @@ impl Ca {
         }
         let key_pem = String::from_utf8(fs::read(key)?)
             .map_err(|_| IdentityError::bad_key(key, "not text (expected a PEM private key)"))?;
-        let signing_key = KeyPair::from_pem_and_sign_algo(&key_pem, want.signature())
-            .or_else(|_| KeyPair::from_pem(&key_pem))
-            .map_err(|e| {
-                IdentityError::bad_key(
-                    key,
-                    format!("unreadable private key ({e}); expected PEM PKCS#8, SEC1 or PKCS#1"),
-                )
-            })?;
-        if signing_key.der_bytes() != x509.public_key().subject_public_key.data.as_ref() {
-            return Err(IdentityError::KeyMismatch {
-                cert: cert.to_path_buf(),
-                key: key.to_path_buf(),
-            });
-        }
-        let issuer = Issuer::from_ca_cert_der(first, signing_key)
-            .map_err(|e| IdentityError::bad_cert(cert, format!("cannot sign with it ({e})")))?;
+        let signer = match want.signature() {
+            None => Signer::Openssl(super::openssl_ca::OpensslSigner::new(
+                first,
+                key_pem.as_bytes(),
+                want,
+                cert,
+                key,
+            )?),
+            Some(signature) => {
+                let signing_key = KeyPair::from_pem_and_sign_algo(&key_pem, signature)
+                    .or_else(|_| KeyPair::from_pem(&key_pem))
+                    .map_err(|e| {
+                        IdentityError::bad_key(
+                            key,
+                            format!(
+                                "unreadable private key ({e}); expected PEM PKCS#8, SEC1 or PKCS#1"
+                            ),
+                        )
+                    })?;
+                if signing_key.der_bytes() != x509.public_key().subject_public_key.data.as_ref() {
+                    return Err(IdentityError::KeyMismatch {
+                        cert: cert.to_path_buf(),
+                        key: key.to_path_buf(),
+                    });
+                }
+                Signer::Rcgen(Issuer::from_ca_cert_der(first, signing_key).map_err(|e| {
+                    IdentityError::bad_cert(cert, format!("cannot sign with it ({e})"))
+                })?)
+            }
+        };
         let subject = x509.subject().to_string();
         let fingerprint = hex(&Sha256::digest(first.as_ref()));
         let mut chain: Vec<_> = chain.into_iter().map(|c| c.into_owned()).collect();
@@ -92,7 +116,7 @@ impl Ca {
             chain.pop();
         }
         Ok(Ca {
-            issuer,
+            signer,
             chain,
             root,
             subject,
@@ -108,12 +132,16 @@ impl Ca {
         intermediate: bool,
     ) -> Result<Ca, IdentityError> {
         fs::private_dir(dir)?;
-        let root_key = algorithm.generate_key()?;
-        let path_len = if intermediate { 1 } else { 0 };
         // A random tag makes every generated CA's name unique: verifiers pick trust anchors by
         // subject name, and two CAs with one name make the wrong one fail signature checks
         // (alert DecryptError) instead of reporting an unknown CA.
         let tag = format!("{:08x}", random_u64() as u32);
+        if algorithm.needs_openssl() {
+            super::openssl_ca::generate_ca(dir, algorithm, intermediate, &tag)?;
+            return Ca::load(&dir.join(CA_CERT), &dir.join(CA_KEY), algorithm);
+        }
+        let root_key = algorithm.generate_key()?;
+        let path_len = if intermediate { 1 } else { 0 };
         let root_params = ca_params(&format!("thingswarm root CA ({algorithm}) {tag}"), path_len);
         let root_cert = root_params.self_signed(&root_key)?;
         fs::write_private(&dir.join(CA_ROOT), root_cert.pem().as_bytes())?;
@@ -151,8 +179,16 @@ impl Ca {
     }
 
     /// The signer for device certificates.
-    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
-        &self.issuer
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// rcgen's issuer; `None` when OpenSSL signs (RSASSA-PSS, DSA).
+    pub fn issuer(&self) -> Option<&Issuer<'static, KeyPair>> {
+        match &self.signer {
+            Signer::Rcgen(issuer) => Some(issuer),
+            Signer::Openssl(_) => None,
+        }
     }
 
     /// Certificates a device sends after its own: the issuing CA when it is an intermediate,

@@ -404,10 +404,14 @@ fn new_meta(id: &str, spec: &FleetSpec, ca: &Ca, now: i64) -> FleetMeta {
 /// The seed's name for the signature the CA's key actually makes (a brought RSA CA signs with
 /// the requested digest; an EC CA with its curve's).
 fn ca_signature(ca: &Ca) -> String {
-    let alg = rcgen::PublicKeyData::algorithm(ca.issuer().key());
+    let issuer = match ca.signer() {
+        super::ca::Signer::Openssl(s) => return s.seed_name().to_string(),
+        super::ca::Signer::Rcgen(issuer) => issuer,
+    };
+    let alg = rcgen::PublicKeyData::algorithm(issuer.key());
     super::algorithm::ALL
         .iter()
-        .find(|a| a.signature() == alg)
+        .find(|a| a.signature() == Some(alg))
         .map_or_else(|| format!("{alg:?}"), |a| a.seed_name().to_string())
 }
 
@@ -448,7 +452,7 @@ fn append(
             .into_par_iter()
             .map(|i| {
                 let client_id = spec.client_id.render_index(i);
-                device::issue(ca.issuer(), spec.algorithm, window, &client_id, i)
+                device::issue(ca.signer(), spec.algorithm, window, &client_id, i)
             })
             .collect::<Result<Vec<_>, _>>()?;
         for issued in &batch {

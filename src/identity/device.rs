@@ -1,12 +1,13 @@
 //! One device certificate: CN and SAN from the client ID, clientAuth, a unique serial.
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::ca::Signer;
 use super::{Algorithm, IdentityError};
 
 /// The validity window and serial prefix every certificate of one fleet shares, fixed when the
@@ -30,14 +31,29 @@ pub struct Issued {
     pub key: Vec<u8>,
 }
 
-/// Issues the certificate for `client_id` (device number `index`).
+/// Issues the certificate for `client_id` (device number `index`), with rcgen or, for
+/// RSASSA-PSS and DSA, OpenSSL.
 pub fn issue(
-    issuer: &Issuer<'static, KeyPair>,
+    signer: &Signer,
     algorithm: Algorithm,
     window: &DeviceWindow,
     client_id: &str,
     index: u64,
 ) -> Result<Issued, IdentityError> {
+    let issuer = match signer {
+        Signer::Rcgen(issuer) => issuer,
+        Signer::Openssl(s) => {
+            let serial = serial(window.serial_prefix, index).to_bytes();
+            let (cert, key) = s.issue(
+                client_id,
+                is_dns_name(client_id),
+                &serial,
+                window.not_before,
+                window.not_after,
+            )?;
+            return Ok(Issued { cert, key });
+        }
+    };
     let key = algorithm.generate_key()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -104,13 +120,14 @@ fn is_dns_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{Issuer, KeyPair};
 
     #[test]
     fn a_damaged_cached_window_is_an_error_not_a_panic() {
         let ca_key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let issuer = Issuer::new(params, ca_key);
+        let issuer = Signer::Rcgen(Issuer::new(params, ca_key));
         let window = DeviceWindow {
             not_before: i64::MAX,
             not_after: i64::MIN,

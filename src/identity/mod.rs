@@ -12,6 +12,7 @@ pub mod ca;
 pub mod cache;
 pub mod device;
 mod fs;
+pub mod openssl_ca;
 pub mod server;
 
 use std::io;
@@ -104,6 +105,9 @@ pub enum IdentityError {
     /// Certificate generation failed inside rcgen.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// Certificate generation failed inside OpenSSL (RSASSA-PSS, DSA).
+    #[error("certificate generation (OpenSSL) failed: {0}")]
+    Openssl(String),
 }
 
 impl IdentityError {

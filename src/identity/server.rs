@@ -45,8 +45,16 @@ pub struct ServerIdentity {
 /// Why P-256: it is the cheapest handshake for the broker (the thing under test should not pay
 /// for RSA signing unless a scenario asks for it), and every TLS stack accepts it.
 pub fn server_identity(dir: &Path) -> Result<ServerIdentity, IdentityError> {
+    server_identity_with(dir, Algorithm::EcdsaP256Sha256)
+}
+
+/// [`server_identity`] with another key type for the CA and server certificate: RSA for the
+/// ECDHE-RSA and static-RSA cipher suites (which need an RSA server key), or P-384/P-521.
+pub fn server_identity_with(
+    dir: &Path,
+    algorithm: Algorithm,
+) -> Result<ServerIdentity, IdentityError> {
     fs::private_dir(dir)?;
-    let algorithm = Algorithm::EcdsaP256Sha256;
 
     let ca_key = algorithm.generate_key()?;
     let ca_params = ca_params("thingswarm throwaway server CA", 0);
@@ -65,7 +73,14 @@ pub fn server_identity(dir: &Path) -> Result<ServerIdentity, IdentityError> {
         SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
     ];
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.key_usages = match algorithm {
+        // Static-RSA key exchange encrypts the premaster secret to the server key.
+        Algorithm::Rsa { .. } => vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ],
+        _ => vec![KeyUsagePurpose::DigitalSignature],
+    };
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();

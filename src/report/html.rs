@@ -340,9 +340,11 @@ fn changes(h: &mut String, r: &Report) {
         for g in &r.groups {
             let text = match (&g.tls, &g.tls_probe_error) {
                 (Some(n), _) => format!(
-                    "{n} ({}), {:.1} ms",
+                    "{n} ({}), {:.1} ms{}",
                     n.kx_group.as_deref().unwrap_or("no key exchange"),
-                    n.handshake_ms
+                    n.handshake_ms,
+                    n.client_cpu_ms
+                        .map_or(String::new(), |c| format!(", client CPU {c:.2} ms"))
                 ),
                 (None, Some(e)) => format!("probe failed: {e}"),
                 (None, None) => continue,

@@ -339,6 +339,7 @@ fn validate(
     let tls = tls::options(
         src,
         raw.target.as_ref().and_then(|t| t.get_ref().tls.as_ref()),
+        raw.target.as_ref().and_then(|t| t.get_ref().sni.as_ref()),
         overrides,
     )?;
     let identity = match &raw.identity {
@@ -417,10 +418,6 @@ fn target(
     overrides: &Overrides,
 ) -> Result<(Target, Protocol), ScenarioError> {
     let t = raw.map(Spanned::get_ref);
-    if let Some(t) = t {
-        let sni = "rumqttc takes the TLS server name from the connect address; a separate SNI needs its own transport";
-        not_built(src, "target.", "sni", &t.sni, sni)?;
-    }
     let protocol = match t.and_then(|t| t.protocol.as_ref()) {
         Some(p) => protocol(src, "target.protocol", p)?,
         None => Protocol::V311,

@@ -42,8 +42,8 @@ pub(super) struct RawTarget {
     pub url: Option<Spanned<String>>,
     pub server_ca: Option<Spanned<PathBuf>>,
     pub protocol: Option<Spanned<String>>,
-    /// Server name indication: not built yet.
-    pub sni: Option<Spanned<IgnoredAny>>,
+    /// TLS server name (SNI and certificate check) when it differs from the connect host.
+    pub sni: Option<Spanned<String>>,
     /// TLS versions, cipher suites, ALPN.
     pub tls: Option<Spanned<RawTls>>,
 }
@@ -55,6 +55,8 @@ pub(super) struct RawTls {
     pub versions: Option<Vec<Spanned<String>>>,
     pub suites: Option<Vec<Spanned<String>>>,
     pub alpn: Option<Vec<Spanned<String>>>,
+    /// `"rustls"`, `"openssl"` or `"auto"` (the default).
+    pub backend: Option<Spanned<String>>,
 }
 
 /// `[identity]`.

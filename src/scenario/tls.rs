@@ -1,17 +1,19 @@
-//! `[target].tls = { versions = [...], suites = [...], alpn = [...] }` and the matching flags
-//! (`--tls-version`, `--cipher-suite`, `--alpn`; a flag replaces the file's list).
+//! `[target].tls = { versions = [...], suites = [...], alpn = [...], backend = "..." }`,
+//! `[target].sni`, and the matching flags (`--tls-version`, `--cipher-suite`, `--alpn`; a flag
+//! replaces the file's list).
 
 use toml::Spanned;
 
 use super::error::Source;
 use super::raw::RawTls;
 use super::{Overrides, ScenarioError};
-use crate::tls::options::{suite, TlsOptions, TlsVersion};
+use crate::tls::options::{Backend, Suite, TlsOptions, TlsVersion};
 
 /// The TLS choices of the scenario and the command line, validated.
 pub(super) fn options(
     src: &Source<'_>,
     raw: Option<&Spanned<RawTls>>,
+    sni: Option<&Spanned<String>>,
     overrides: &Overrides,
 ) -> Result<TlsOptions, ScenarioError> {
     let file = raw.map(Spanned::get_ref);
@@ -46,13 +48,13 @@ pub(super) fn options(
     ) {
         (Some(flags), _) => {
             for s in flags {
-                suite(s).map_err(|m| src.flag(format!("--cipher-suite: {m}")))?;
+                Suite::parse(s).map_err(|m| src.flag(format!("--cipher-suite: {m}")))?;
                 out.suites.push(s.clone());
             }
         }
         (None, Some(values)) => {
             for s in values {
-                suite(s.get_ref())
+                Suite::parse(s.get_ref())
                     .map_err(|m| src.at(s.span().start, format!("target.tls.suites: {m}")))?;
                 out.suites.push(s.get_ref().clone());
             }
@@ -64,6 +66,21 @@ pub(super) fn options(
         (None, Some(values)) => values.iter().map(|v| v.get_ref().clone()).collect(),
         (None, None) => Vec::new(),
     };
+    if let Some(b) = file.and_then(|t| t.backend.as_ref()) {
+        out.backend = Backend::parse(b.get_ref())
+            .map_err(|m| src.at(b.span().start, format!("target.tls.backend: {m}")))?;
+    }
+    if let Some(name) = sni {
+        out.sni = Some(name.get_ref().trim().to_string());
+        if let Err(m) = (TlsOptions {
+            sni: out.sni.clone(),
+            ..TlsOptions::default()
+        })
+        .validate()
+        {
+            return Err(src.at(name.span().start, format!("target.{m}")));
+        }
+    }
     out.validate().map_err(|m| match raw {
         Some(t) if overrides.tls_versions.is_none() && overrides.cipher_suites.is_none() => {
             src.at(t.span().start, format!("target.tls: {m}"))

@@ -1,10 +1,14 @@
-//! TLS for devices: one rustls `ClientConfig` per identity, shared by `Arc`.
+//! TLS for devices: one rustls `ClientConfig` (or OpenSSL `SslConnector`, see [`openssl`]) per
+//! identity, shared by `Arc`; [`device::DeviceTls`] says which, and plugs it into rumqttc.
 //!
 //! Why one config per identity: the client certificate lives in the config, and rumqttc's
 //! `TlsConfiguration::Simple` would rebuild (and re-parse) it on every reconnect. Session
 //! resumption is disabled: a cache shared across identities would mix them, and a per-device
 //! cache costs memory for reconnects the runner does not make.
 
+pub mod device;
+pub mod matrix;
+pub mod openssl;
 pub mod options;
 pub mod probe;
 
@@ -16,7 +20,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use options::TlsOptions;
+use device::DeviceTls;
+use options::{Backend, TlsOptions};
+use rustls_pki_types::PrivateKeyDer as KeyDer;
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider.
 ///
@@ -41,6 +47,14 @@ pub enum TlsError {
         /// rustls's reason.
         source: rustls::Error,
     },
+    /// OpenSSL refused the client certificate, the key or a setting.
+    #[error("client identity `{client_id}`: {source}")]
+    OpensslIdentity {
+        /// Which device.
+        client_id: String,
+        /// OpenSSL's reason.
+        source: openssl::OpensslError,
+    },
 }
 
 /// How devices check the broker's certificate.
@@ -53,6 +67,14 @@ pub struct ServerTrust {
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
     /// ALPN protocols offered, in preference order.
     alpn: Vec<Vec<u8>>,
+    /// `tls.backend` as configured (`Auto` resolves per identity).
+    backend: Backend,
+    /// Whether the named suites need OpenSSL.
+    needs_openssl: bool,
+    /// Server name when it differs from the connect host (`[target].sni`).
+    sni: Option<Arc<str>>,
+    /// The OpenSSL side of the same choices.
+    openssl: Arc<openssl::OpensslPlan>,
 }
 
 impl ServerTrust {
@@ -75,6 +97,10 @@ impl ServerTrust {
             provider: provider(),
             versions: rustls::ALL_VERSIONS.to_vec(),
             alpn: Vec::new(),
+            backend: Backend::Auto,
+            needs_openssl: false,
+            sni: None,
+            openssl: Arc::new(openssl::OpensslPlan::new(&TlsOptions::default(), cas, true)),
         })
     }
 
@@ -88,6 +114,14 @@ impl ServerTrust {
             provider,
             versions: rustls::ALL_VERSIONS.to_vec(),
             alpn: Vec::new(),
+            backend: Backend::Auto,
+            needs_openssl: false,
+            sni: None,
+            openssl: Arc::new(openssl::OpensslPlan::new(
+                &TlsOptions::default(),
+                &[],
+                false,
+            )),
         }
     }
 
@@ -96,7 +130,54 @@ impl ServerTrust {
         self.verifier.is_some()
     }
 
-    /// Builds the config for one device identity.
+    /// The backend that runs handshakes for an identity with this key: the configured one,
+    /// or (`auto`) rustls unless the named suites need OpenSSL or rustls cannot sign with the
+    /// key (RSA-PSS, DSA).
+    pub fn backend_for(&self, key: &KeyDer<'_>) -> Backend {
+        match self.backend {
+            Backend::Auto if self.needs_openssl => Backend::Openssl,
+            Backend::Auto => match self.provider.key_provider.load_private_key(key.clone_key()) {
+                Ok(_) => Backend::Rustls,
+                Err(_) => Backend::Openssl,
+            },
+            chosen => chosen,
+        }
+    }
+
+    /// The server name sent as SNI and checked in the certificate, when not the connect host.
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+
+    /// One device's TLS with the backend [`ServerTrust::backend_for`] picks.
+    pub fn device_tls(
+        &self,
+        client_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<DeviceTls, TlsError> {
+        match self.backend_for(&key) {
+            Backend::Openssl => {
+                let failed = |source| TlsError::OpensslIdentity {
+                    client_id: client_id.to_string(),
+                    source,
+                };
+                let connector = self.openssl.connector().map_err(failed)?;
+                let identity = self.openssl.identity(&chain, &key).map_err(failed)?;
+                Ok(DeviceTls::Openssl {
+                    connector,
+                    identity: Arc::new(identity),
+                    sni: self.sni.clone(),
+                })
+            }
+            _ => Ok(DeviceTls::Rustls {
+                config: self.client_config(client_id, chain, key)?,
+                sni: self.sni.clone(),
+            }),
+        }
+    }
+
+    /// Builds the rustls config for one device identity.
     pub fn client_config(
         &self,
         client_id: &str,
@@ -145,13 +226,21 @@ impl ServerTrust {
                     .find(|s| s.version == v)
             })
             .collect();
-        if let Some(suites) = options.cipher_suites() {
+        if let Some(suites) = options.cipher_suites().filter(|s| !s.is_empty()) {
             self.provider = Arc::new(CryptoProvider {
                 cipher_suites: suites,
                 ..(*self.provider).clone()
             });
         }
         self.alpn = options.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        self.backend = options.backend;
+        self.needs_openssl = options.needs_openssl();
+        self.sni = options.sni.as_deref().map(Arc::from);
+        self.openssl = Arc::new(openssl::OpensslPlan::new(
+            options,
+            &self.openssl.cas(),
+            self.openssl.verifies(),
+        ));
         self
     }
 }

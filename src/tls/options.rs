@@ -3,9 +3,9 @@
 //!
 //! The seed lists 18 suites AWS IoT accepts. rustls implements four of them (the ECDHE AES-GCM
 //! ones) plus the TLS 1.3 suites and ChaCha20; the other fourteen (CBC and static-RSA key
-//! exchange) it refuses by design. Those names are recognised and refused with a message that
-//! says what would serve them (an OpenSSL-backed transport, not built yet), rather than being
-//! silently dropped from the offer.
+//! exchange) it refuses by design, so those are served by the OpenSSL-backed transport
+//! ([`crate::tls::openssl`]). The backend is chosen per group: `tls.backend` when the scenario
+//! names one, else rustls when it can do what is asked, else OpenSSL.
 
 use rustls::crypto::aws_lc_rs::cipher_suite as cs;
 use rustls::{ProtocolVersion, SupportedCipherSuite};
@@ -32,7 +32,8 @@ impl TlsVersion {
         }
     }
 
-    fn protocol(self) -> ProtocolVersion {
+    /// rustls's protocol version number.
+    pub fn protocol(self) -> ProtocolVersion {
         match self {
             TlsVersion::V1_2 => ProtocolVersion::TLSv1_2,
             TlsVersion::V1_3 => ProtocolVersion::TLSv1_3,
@@ -104,27 +105,103 @@ fn rustls_suites() -> [(&'static str, SupportedCipherSuite); 9] {
     ]
 }
 
-/// Looks up a suite by name (case-insensitive).
+/// Looks up a suite rustls serves by name (case-insensitive); the seed's CBC / static-RSA
+/// names are refused here with the backend that serves them.
 pub fn suite(name: &str) -> Result<SupportedCipherSuite, String> {
-    let upper = name.trim().to_ascii_uppercase();
-    if let Some((_, s)) = rustls_suites().into_iter().find(|(n, _)| *n == upper) {
-        return Ok(s);
+    let known = Suite::parse(name)?;
+    known.rustls.ok_or_else(|| {
+        format!(
+            "cipher suite {name:?} is one of the seed's CBC / static-RSA suites, which rustls refuses by design; it needs the OpenSSL backend (tls.backend = \"openssl\", or leave tls.backend unset to choose it automatically)"
+        )
+    })
+}
+
+/// A suite name thingswarm knows: its canonical (OpenSSL) spelling, its protocol version and,
+/// when rustls implements it, the rustls suite.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Suite {
+    /// OpenSSL's name (TLS 1.2) or the IANA name (TLS 1.3), upper case.
+    pub name: &'static str,
+    /// The one protocol version it belongs to.
+    pub version: TlsVersion,
+    /// rustls's implementation; `None` for the suites only OpenSSL serves.
+    pub rustls: Option<SupportedCipherSuite>,
+}
+
+impl Suite {
+    /// Looks a suite up by name (case-insensitive).
+    pub fn parse(name: &str) -> Result<Suite, String> {
+        let upper = name.trim().to_ascii_uppercase();
+        if let Some((n, s)) = rustls_suites().into_iter().find(|(n, _)| *n == upper) {
+            let version = match s.version().version {
+                ProtocolVersion::TLSv1_3 => TlsVersion::V1_3,
+                _ => TlsVersion::V1_2,
+            };
+            return Ok(Suite {
+                name: n,
+                version,
+                rustls: Some(s),
+            });
+        }
+        if let Some(n) = NEEDS_OPENSSL.iter().find(|n| **n == upper) {
+            return Ok(Suite {
+                name: n,
+                version: TlsVersion::V1_2,
+                rustls: None,
+            });
+        }
+        Err(format!(
+            "{name:?} is not a cipher suite name thingswarm knows (expected an OpenSSL name such as ECDHE-ECDSA-AES128-GCM-SHA256, or a TLS 1.3 name such as TLS_AES_128_GCM_SHA256)"
+        ))
     }
-    if NEEDS_OPENSSL.contains(&upper.as_str()) {
-        return Err(format!(
-            "cipher suite {name:?} is one of the seed's CBC / static-RSA suites, which rustls refuses by design; it needs the OpenSSL-backed transport, which is not built yet (this binary offers {})",
-            rustls_suites().map(|(n, _)| n).join(", ")
-        ));
+}
+
+/// Which TLS library runs a group's handshakes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// rustls when it can do what is asked (suites, key type), else OpenSSL.
+    #[default]
+    Auto,
+    /// rustls (inside rumqttc, or in the stream layer when an SNI name is set).
+    Rustls,
+    /// OpenSSL through tokio-openssl in rumqttc's stream layer.
+    Openssl,
+}
+
+impl Backend {
+    /// Parses `auto`, `rustls` or `openssl`.
+    pub fn parse(s: &str) -> Result<Backend, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "rustls" => Ok(Backend::Rustls),
+            "openssl" => Ok(Backend::Openssl),
+            _ => Err(format!(
+                "{s:?} is not a TLS backend (expected \"rustls\", \"openssl\" or \"auto\")"
+            )),
+        }
     }
-    Err(format!(
-        "{name:?} is not a cipher suite name thingswarm knows (expected an OpenSSL name such as ECDHE-ECDSA-AES128-GCM-SHA256, or a TLS 1.3 name such as TLS_AES_128_GCM_SHA256)"
-    ))
+
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Rustls => "rustls",
+            Backend::Openssl => "openssl",
+        }
+    }
 }
 
 /// What the client offers in its handshakes. The default offers what rustls supports: TLS 1.2
-/// and 1.3, every suite above, no ALPN.
+/// and 1.3, every suite above, no ALPN, the connect host as the server name, backend chosen
+/// automatically.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TlsOptions {
+    /// TLS library (`tls.backend`); `Auto` picks per group.
+    pub backend: Backend,
+    /// Server name sent as SNI and verified in the server certificate (`[target].sni`);
+    /// `None` uses the connect host.
+    pub sni: Option<String>,
     /// Versions to offer; empty means both.
     pub versions: Vec<TlsVersion>,
     /// Suite names as given (validated); empty means all the transport supports.
@@ -139,13 +216,26 @@ impl TlsOptions {
         let suites = self
             .suites
             .iter()
-            .map(|n| suite(n))
+            .map(|n| Suite::parse(n))
             .collect::<Result<Vec<_>, _>>()?;
+        if self.backend == Backend::Rustls {
+            if let Some(s) = suites.iter().find(|s| s.rustls.is_none()) {
+                return Err(format!(
+                    "cipher suite {:?} is one of the seed's CBC / static-RSA suites, which rustls refuses by design; it needs tls.backend = \"openssl\" (or leave tls.backend unset)",
+                    s.name
+                ));
+            }
+        }
+        if let Some(sni) = &self.sni {
+            rustls::pki_types::ServerName::try_from(sni.as_str()).map_err(|_| {
+                format!("sni {sni:?} is not a valid TLS server name (expected a DNS name such as broker.example.com)")
+            })?;
+        }
         let versions = self.versions();
         if !suites.is_empty()
             && !suites
                 .iter()
-                .any(|s| versions.contains(&s.version().version))
+                .any(|s| versions.contains(&s.version.protocol()))
         {
             return Err(format!(
                 "cipher suites [{}] and TLS versions [{}] have nothing in common (TLS 1.3 suites are named TLS_*, the others are TLS 1.2)",
@@ -189,6 +279,24 @@ impl TlsOptions {
         Some(out)
     }
 
+    /// Whether some named suite needs OpenSSL (rustls cannot serve the offer).
+    pub fn needs_openssl(&self) -> bool {
+        self.suites
+            .iter()
+            .any(|n| Suite::parse(n).is_ok_and(|s| s.rustls.is_none()))
+    }
+
+    /// The named suites offered at `version` (canonical names; empty when none is named).
+    pub fn suites_at(&self, version: TlsVersion) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for s in self.suites.iter().filter_map(|n| Suite::parse(n).ok()) {
+            if s.version == version && !out.contains(&s.name) {
+                out.push(s.name);
+            }
+        }
+        out
+    }
+
     /// Whether anything differs from the default offer (for the plan printout).
     pub fn is_default(&self) -> bool {
         *self == TlsOptions::default()
@@ -222,11 +330,29 @@ mod tests {
         }
         for name in NEEDS_OPENSSL {
             let e = suite(name).unwrap_err();
-            assert!(
-                e.contains("OpenSSL-backed transport, which is not built yet"),
-                "{e}"
+            assert!(e.contains("needs the OpenSSL backend"), "{e}");
+            let s = Suite::parse(&name.to_ascii_lowercase()).unwrap();
+            assert_eq!(
+                (s.name, s.version, s.rustls),
+                (name, TlsVersion::V1_2, None)
             );
         }
+        // Only an explicit rustls backend refuses them.
+        let cbc = TlsOptions {
+            suites: vec!["AES128-SHA".into()],
+            ..TlsOptions::default()
+        };
+        cbc.validate().unwrap();
+        assert!(cbc.needs_openssl());
+        assert_eq!(cbc.suites_at(TlsVersion::V1_2), ["AES128-SHA"]);
+        let forced = TlsOptions {
+            backend: Backend::Rustls,
+            ..cbc
+        };
+        assert!(forced
+            .validate()
+            .unwrap_err()
+            .contains("tls.backend = \"openssl\""));
         assert_eq!(
             format!(
                 "{:?}",
@@ -244,7 +370,7 @@ mod tests {
         let o = TlsOptions {
             versions: vec![TlsVersion::V1_3],
             suites: vec!["ECDHE-ECDSA-AES128-GCM-SHA256".into()],
-            alpn: vec![],
+            ..TlsOptions::default()
         };
         assert!(o.validate().unwrap_err().contains("nothing in common"));
         let o = TlsOptions {
@@ -254,6 +380,7 @@ mod tests {
                 "TLS_AES_256_GCM_SHA384".into(),
             ],
             alpn: vec!["x-amzn-mqtt-ca".into()],
+            ..TlsOptions::default()
         };
         o.validate().unwrap();
         assert_eq!(o.cipher_suites().unwrap().len(), 2);
@@ -263,5 +390,17 @@ mod tests {
             ..TlsOptions::default()
         };
         assert!(bad_alpn.validate().unwrap_err().contains("1 to 255 bytes"));
+        let bad_sni = TlsOptions {
+            sni: Some("not a name".into()),
+            ..TlsOptions::default()
+        };
+        assert!(bad_sni
+            .validate()
+            .unwrap_err()
+            .contains("valid TLS server name"));
+        assert_eq!(Backend::parse("OpenSSL"), Ok(Backend::Openssl));
+        assert!(Backend::parse("gnutls")
+            .unwrap_err()
+            .contains("\"rustls\", \"openssl\""));
     }
 }
