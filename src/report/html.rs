@@ -763,6 +763,7 @@ mod tests {
             faults: Vec::new(),
             expectations: None,
             slos: Vec::new(),
+            aws: None,
             client: ClientUsage {
                 cpu_s: 0.0,
                 cpu_ms_per_connect: 0.0,

@@ -82,6 +82,9 @@ pub struct Report {
     /// Each service-level objective, evaluated (scenario `[slo]` first, then `--slo` flags).
     #[serde(default)]
     pub slos: Vec<crate::slo::SloOutcome>,
+    /// AWS IoT behaviours: shadow figures per shadow group, basic ingest groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<crate::aws::AwsReport>,
 }
 
 /// The scenario file echoed into the report, so a result is reproducible from it alone.
@@ -564,6 +567,9 @@ impl Report {
                 ""
             }
         );
+        if let Some(aws) = &self.aws {
+            s.push_str(&aws.summary());
+        }
         s.push_str(&crate::slo::summary_lines(&self.slos));
         s
     }

@@ -59,6 +59,7 @@ mod expect;
 pub mod faults;
 mod raw;
 pub mod reconnect;
+pub mod shadow;
 mod slo;
 mod tls;
 pub mod traffic;
@@ -215,6 +216,8 @@ pub struct GroupPlan {
     pub subscribe: Vec<SubscribePlan>,
     /// How a device whose session was lost reconnects; `None`: it does not.
     pub reconnect: Option<reconnect::ReconnectPlan>,
+    /// AWS IoT Device Shadow flows instead of publish/subscribe traffic (`shadow = {...}`).
+    pub shadow: Option<shadow::ShadowPlan>,
 }
 
 /// Connect pacing of one group.
@@ -730,6 +733,7 @@ fn group(
             None => Vec::new(),
         },
         reconnect: reconnect::reconnect(src, &key("reconnect"), g.reconnect.as_ref())?,
+        shadow: shadow::shadow(src, &key("shadow"), g)?,
     })
 }
 

@@ -83,6 +83,8 @@ pub(super) struct RawGroup {
     pub subscribe: Option<Spanned<Vec<Spanned<RawSubscribe>>>>,
     /// `"none"` or `{ initial, max }`: checked by hand in `reconnect.rs`.
     pub reconnect: Option<Spanned<toml::Value>>,
+    /// AWS IoT Device Shadow flows: checked in `shadow.rs`.
+    pub shadow: Option<Spanned<super::shadow::RawShadow>>,
 }
 
 /// A group's `publish = { ... }`.
