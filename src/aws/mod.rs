@@ -53,6 +53,37 @@ pub fn has_shadow(plan: &Plan) -> bool {
     plan.groups.iter().any(|g| g.shadow.is_some())
 }
 
+/// A shadow plan in one line, for `thingswarm check`.
+pub fn shadow_plan_line(p: &crate::scenario::shadow::ShadowPlan) -> String {
+    let mut s = format!(
+        "{} shadow, QoS {}, reported update {}/s per device",
+        p.name.as_deref().unwrap_or("classic"),
+        p.qos,
+        p.update_rate
+    );
+    if let Some(d) = p.desired_rate {
+        s.push_str(&format!(
+            ", desired write {d}/s (deltas{})",
+            if p.react {
+                " applied and reported back"
+            } else {
+                " not applied"
+            }
+        ));
+    }
+    for (on, what) in [
+        (p.get, "get at start"),
+        (p.delete, "delete at end"),
+        (p.versioned, "versioned updates"),
+    ] {
+        if on {
+            s.push_str(", ");
+            s.push_str(what);
+        }
+    }
+    s
+}
+
 /// The identity of the emulated service: one certificate with CN [`SERVICE_CLIENT_ID`],
 /// signed by the CA `spec_like` names, kept in the identity cache like a device's.
 pub fn service_identity(

@@ -116,6 +116,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         for s in &g.subscribe {
             println!("  subscribe:      {} QoS {}", s.filter, s.qos);
         }
+        if let Some(sh) = &g.shadow {
+            println!("  shadow:         {}", crate::aws::shadow_plan_line(sh));
+        }
     }
 
     let id = &plan.identity;

@@ -111,13 +111,15 @@ pub(super) fn shadow(
     let qos = match &raw.qos {
         None => 1,
         Some(q) if *q.get_ref() <= 1 => *q.get_ref(),
-        Some(q) => return Err(src.at(
-            q.span().start,
-            format!(
+        Some(q) => {
+            return Err(src.at(
+                q.span().start,
+                format!(
                 "{key}.qos: {} is not a shadow QoS (expected 0 or 1: AWS IoT does not take QoS 2)",
                 q.get_ref()
             ),
-        )),
+            ))
+        }
     };
     Ok(Some(ShadowPlan {
         name,
