@@ -85,6 +85,8 @@ pub(super) struct RawGroup {
     pub reconnect: Option<Spanned<toml::Value>>,
     /// AWS IoT Device Shadow flows: checked in `shadow.rs`.
     pub shadow: Option<Spanned<super::shadow::RawShadow>>,
+    /// AWS IoT fleet provisioning by claim: not built yet.
+    pub provision: Option<Spanned<IgnoredAny>>,
 }
 
 /// A group's `publish = { ... }`.
