@@ -304,3 +304,79 @@ fn the_shadow_service_works_against_mosquitto() -> Result<(), Box<dyn std::error
     assert_observed(&result, &versions, replies);
     Ok(())
 }
+
+/// `thingswarm broker --aws` answers shadow requests of a run pointed at it with `--target`.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn a_standalone_broker_with_aws_answers_a_targeted_shadow_run() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command as Std, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let mut child = Std::new(env!("CARGO_BIN_EXE_thingswarm"))
+        .args(["broker", "--port", "0", "--aws", "--certs-dir"])
+        .arg(&certs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Kill the broker even if an assertion fails.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Reap(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines
+        .last()
+        .is_some_and(|l: &String| l.starts_with("AWS IoT Device Shadow service emulated"))
+    {
+        lines.push(
+            rx.recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("broker output so far: {lines:?}")),
+        );
+    }
+    let addr = lines[0].strip_prefix("listening on ").unwrap().to_string();
+    let server_ca = lines[1].strip_prefix("server CA: ").unwrap().to_string();
+
+    let out = tmp.path().join("out");
+    Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args([
+            "run",
+            "scenarios/shadow.toml",
+            "--no-tui",
+            "--target",
+            &addr,
+        ])
+        .args(["--server-ca", &server_ca, "--certs-dir"])
+        .arg(&certs)
+        .arg("--out")
+        .arg(&out)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert!(schema_errors(&report).is_empty());
+    let aws = &report["aws"];
+    assert_eq!(aws["shadow_service"], "target", "{aws}");
+    let g = &aws["shadow"][0];
+    assert!(g["accepted"]["update"].as_u64().unwrap() > 100, "{g}");
+    assert_eq!(g["unexpected_rejects"], 0, "{g}");
+    assert_eq!(g["version_regressions"], 0, "{g}");
+    assert_eq!(g["accepted"]["delete"], 20, "{g}");
+}
