@@ -101,6 +101,11 @@ impl AwsService {
             .set_inflight(1000)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
         let (client, mut events) = AsyncClient::new(opts, 4096);
+        // Without TCP_NODELAY every small answer waits for the peer's delayed ACK (~40 ms).
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(START_WITHIN.as_secs());
+        events.set_network_options(net);
         let connack = tokio::time::timeout(START_WITHIN, events.poll()).await;
         match connack {
             Ok(Ok(Event::Incoming(Packet::ConnAck(a))))
