@@ -329,11 +329,11 @@ pub(super) async fn serve(
                         let Some(backoff) = backoff.as_mut() else { break Err(failure) };
                         counters.connected.fetch_sub(1, Relaxed);
                         rec.error(failure.class, format!("{client_id}: {} (reconnecting)", failure.detail));
-                        if let Some(p) = pending.take() {
+                        // The lost session's request is never answered (a DELETE's
+                        // reserved slot included).
+                        if pending.take().is_some() {
                             c.unanswered.fetch_add(1, Relaxed);
-                            if p.kind != Kind::Delete || !owed.delete {
-                                c.in_flight.fetch_sub(1, Relaxed);
-                            }
+                            c.in_flight.fetch_sub(1, Relaxed);
                         }
                         let Some(_) = super::reconnect(ctx, client_id, session, backoff, stop).await else {
                             break Ok(false);
@@ -428,9 +428,8 @@ pub(super) async fn serve(
             }
         }
     };
-    if let Some(p) = pending.take() {
+    if pending.take().is_some() {
         c.unanswered.fetch_add(1, Relaxed);
-        let _ = p;
         c.in_flight.fetch_sub(1, Relaxed);
     } else if owed.delete {
         // Reserved at stop, never sent.
