@@ -360,6 +360,12 @@ pub struct BrokerArgs {
     /// creating the default ecdsa-p256-sha256 CA when there is none.
     #[arg(long, value_name = "PEM")]
     pub trust: Vec<PathBuf>,
+    /// Also answer AWS IoT Device Shadow requests (`$aws/things/+/shadow/...`): the emulated
+    /// shadow service connects as `thingswarm-aws-service` with a certificate from the default
+    /// generated CA (whose root is then trusted too), so shadow scenarios can `--target` this
+    /// broker.
+    #[arg(long)]
+    pub aws: bool,
 }
 
 /// `thingswarm certs issue`

@@ -33,12 +33,15 @@
 //!   figures against a known truth.
 //! - [`expect`]: authorization probes: one device, one action, allow or deny, and the signal.
 //! - [`policy`]: AWS IoT Core policies offline: document model, evaluator, lint.
+//! - [`aws`]: AWS IoT behaviours: Device Shadow flows (document model, an emulated shadow
+//!   service answering on the `$aws/things/...` topics) and basic ingest (`$aws/rules/...`).
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
 //!
 //! Errors are typed inside modules (`thiserror`); handlers add context (`anyhow`); `main.rs`
 //! holds the one map from errors to exit codes.
 
+pub mod aws;
 pub mod broker;
 pub mod cli;
 pub mod cmd;

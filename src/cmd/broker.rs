@@ -14,7 +14,18 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     use crate::broker::{BrokerConfig, EmbeddedBroker};
 
     crate::tls::install_crypto_provider();
-    let (client_roots, sources) = trust::load(&args.trust, &args.dir.certs_dir)?;
+    let (mut client_roots, mut sources) = trust::load(&args.trust, &args.dir.certs_dir)?;
+    let aws_identity = if args.aws {
+        let spec = crate::identity::FleetSpec::new(crate::aws::service::SERVICE_CLIENT_ID)?;
+        let identity = crate::aws::service_identity(&args.dir.certs_dir, &spec)?;
+        if !client_roots.contains(identity.root()) {
+            client_roots.push(identity.root().clone());
+            sources.push("the AWS service emulation's CA".into());
+        }
+        Some(identity)
+    } else {
+        None
+    };
     let broker = EmbeddedBroker::start(BrokerConfig {
         port: args.port,
         client_roots,
@@ -24,12 +35,30 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     println!("trusting client roots: {}", sources.join(", "));
     println!("client certificate CN must equal the MQTT client ID; Ctrl-C stops");
 
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the signal handler's runtime")?
+        .context("starting the signal handler's runtime")?;
+    let service = match &aws_identity {
+        Some(identity) => {
+            let endpoint = crate::fleet::Endpoint::verified(broker.addr(), broker.server_ca_der())?;
+            let service = runtime
+                .block_on(crate::aws::start_service(&endpoint, identity))
+                .map_err(|e| super::TargetError(e.to_string()))?;
+            println!(
+                "AWS IoT Device Shadow service emulated (client ID {})",
+                crate::aws::service::SERVICE_CLIENT_ID
+            );
+            Some(service)
+        }
+        None => None,
+    };
+    runtime
         .block_on(tokio::signal::ctrl_c())
         .context("waiting for Ctrl-C")?;
+    if let Some(service) = service {
+        runtime.block_on(service.stop());
+    }
     broker.stop();
     println!("stopped");
     Ok(())

@@ -125,6 +125,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         for line in crate::fleet::lifecycle::plan_lines(g) {
             println!("  {line}");
         }
+        if let Some(sh) = &g.shadow {
+            println!("  shadow:         {}", crate::aws::shadow_plan_line(sh));
+        }
     }
     for line in crate::fleet::lifecycle::event_lines(&plan) {
         println!("{line}");

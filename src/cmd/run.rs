@@ -156,6 +156,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
     // `[[expect]]` probes run after the load, each with its own short-lived sessions.
     let expect_probes = crate::expect::probes(&plan, &fleets, &endpoint)?;
+    // Shadow groups against the embedded broker: the emulated AWS shadow service answers
+    // (connected directly, never through a fault proxy).
+    let aws_service = if crate::aws::has_shadow(&plan) && matches!(plan.target, Target::Embedded) {
+        let identity =
+            crate::aws::service_identity(&args.dir.certs_dir, &plan.fleet_spec(&plan.groups[0]))?;
+        let service = runtime
+            .block_on(crate::aws::start_service(&endpoint, &identity))
+            .map_err(|e| TargetError(e.to_string()))?;
+        eprintln!(
+            "aws         shadow service emulated in-process (client ID {})",
+            crate::aws::service::SERVICE_CLIENT_ID
+        );
+        Some(service)
+    } else {
+        None
+    };
     // A fault timeline: the devices reach the target through the fault-injecting proxy.
     let proxy = if plan.faults.is_empty() {
         None
@@ -243,6 +259,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     // `[[event]]`s share the `[[fault]]` timeline.
     faults.append(&mut result.lifecycle_events);
     faults.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let aws_emulated = aws_service.is_some();
+    if let Some(service) = aws_service {
+        runtime.block_on(service.stop());
+    }
     drop(proxy);
     let interrupted = result.interrupted || (!expect_probes.is_empty() && probe_results.is_none());
     let expectations = probe_results.map(|r| crate::expect::ExpectationsReport::new(&plan, r));
@@ -322,6 +342,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         expectations,
         slos: Vec::new(),
         lifecycle: result.lifecycle.take(),
+        aws: crate::aws::AwsReport::of(&plan, result.shadow.as_deref(), aws_emulated),
     };
     let slos: Vec<_> = plan.slos.iter().chain(&args.slo).cloned().collect();
     report.slos = crate::slo::evaluate(&slos, &report);

@@ -285,7 +285,7 @@ async fn delivery(s: &mut Session, payload: &[u8], within: Duration) -> Delivery
         match timeout_at(deadline, s.next()).await {
             Err(_) => return Delivery::NotDelivered,
             Ok(Err(f)) => return Delivery::Closed(f),
-            Ok(Ok(Seen::Received(p))) if p.as_ref() == payload => return Delivery::Delivered,
+            Ok(Ok(Seen::Received(p, _))) if p.as_ref() == payload => return Delivery::Delivered,
             Ok(Ok(_)) => {}
         }
     }

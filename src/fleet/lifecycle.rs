@@ -279,6 +279,12 @@ pub(super) trait AttemptLog {
     fn failed(&self, f: &Failure);
 }
 
+/// For sessions outside churn and storms (shadow devices): nothing to record.
+impl AttemptLog for () {
+    fn attempt(&self) {}
+    fn failed(&self, _: &Failure) {}
+}
+
 impl AttemptLog for DeviceLife {
     fn attempt(&self) {
         DeviceLife::attempt(self);

@@ -18,6 +18,7 @@ pub mod failure;
 pub mod lifecycle;
 pub mod pacer;
 pub mod session;
+mod shadow;
 mod traffic;
 
 use std::net::SocketAddr;
@@ -116,6 +117,8 @@ pub struct RunResult {
     pub lifecycle: Option<lifecycle::LifecycleReport>,
     /// `[[event]]`s as fired, for the report's `faults` timeline.
     pub lifecycle_events: Vec<crate::proxy::timeline::FaultEvent>,
+    /// Shadow figures, when any group runs shadow flows.
+    pub shadow: Option<Arc<crate::aws::stats::ShadowStats>>,
 }
 
 /// What the devices' messages did.
@@ -142,6 +145,8 @@ struct GroupCtx {
     window: watch::Receiver<Option<TrafficWindow>>,
     control: watch::Receiver<Control>,
     life: Arc<lifecycle::GroupLife>,
+    /// Shadow counters and histograms (AWS Device Shadow groups).
+    shadow: Arc<crate::aws::stats::ShadowStats>,
 }
 
 /// How long after the window closes devices get to receive what is still in flight.
@@ -165,6 +170,9 @@ pub async fn run(
         .groups
         .iter()
         .any(|g| g.publish.is_some() || !g.subscribe.is_empty());
+    let shadow_groups: Vec<bool> = plan.groups.iter().map(|g| g.shadow.is_some()).collect();
+    let has_shadow = shadow_groups.contains(&true);
+    let shadow_stats = Arc::new(crate::aws::stats::ShadowStats::new(&shadow_groups));
     let (window_tx, window_rx) = watch::channel(None);
     let mut aggregator = Aggregator::new(recorder.clone(), planned);
     // Interrupts stop pacing, connecting and publishing at once (`devices_stop`), but sessions
@@ -222,6 +230,7 @@ pub async fn run(
             window: window_rx.clone(),
             control: control.subscribe(),
             life: life.group(g),
+            shadow: shadow_stats.clone(),
         });
         offset += group.devices as usize;
         tracker.spawn(spawn_group(
@@ -246,7 +255,7 @@ pub async fn run(
     let hold_connects = life.churn_connects();
     let hold_started = Instant::now();
     let window = TrafficWindow::new(std::time::Instant::now(), plan.duration);
-    if has_traffic && !stop.is_cancelled() {
+    if (has_traffic || has_shadow) && !stop.is_cancelled() {
         window_tx.send_replace(Some(window));
     }
     tokio::select! { _ = stop.cancelled() => {}, _ = sleep(plan.duration) => {} }
@@ -257,6 +266,14 @@ pub async fn run(
     devices_stop.cancel();
     if has_traffic {
         settle(plan, &recorder).await;
+    }
+    if has_shadow {
+        // Shadow requests still in flight (a final DELETE) get their answers.
+        let deadline = Instant::now() + SETTLE_WITHIN;
+        sleep(Duration::from_millis(50)).await;
+        while shadow_stats.in_flight() > 0 && Instant::now() < deadline {
+            sleep(Duration::from_millis(20)).await;
+        }
     }
     sessions_stop.cancel();
     tracker.close();
@@ -310,6 +327,7 @@ pub async fn run(
             .map(|g| recorder.recovery(g))
             .collect(),
         intervals: aggregator.take_intervals(),
+        shadow: has_shadow.then_some(shadow_stats),
     }
 }
 
@@ -547,7 +565,12 @@ async fn device(
         }
     }
 
-    match traffic::serve(&ctx, index, &client_id, &mut session, &stop, &end).await {
+    let served = if ctx.plan.shadow.is_some() {
+        shadow::serve(&ctx, index, &client_id, &mut session, &stop, &end).await
+    } else {
+        traffic::serve(&ctx, index, &client_id, &mut session, &stop, &end).await
+    };
+    match served {
         Ok(true) => {
             session.disconnect(DISCONNECT_WITHIN).await;
             counters.connected.fetch_sub(1, Relaxed);

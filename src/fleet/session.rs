@@ -168,7 +168,7 @@ impl Session {
                     pkid: c.pkid,
                     refused: None,
                 }),
-                Ok(E4::Incoming(P4::Publish(p))) => Ok(Seen::Received(p.payload)),
+                Ok(E4::Incoming(P4::Publish(p))) => Ok(Seen::Received(p.payload, p.topic.into())),
                 Ok(E4::Incoming(P4::SubAck(s))) => {
                     let refused = s
                         .return_codes
@@ -201,7 +201,7 @@ impl Session {
                     refused: (!matches!(c.reason, PubCompReason::Success))
                         .then(|| format!("{:?}", c.reason)),
                 }),
-                Ok(E5::Incoming(P5::Publish(p))) => Ok(Seen::Received(p.payload)),
+                Ok(E5::Incoming(P5::Publish(p))) => Ok(Seen::Received(p.payload, p.topic)),
                 Ok(E5::Incoming(P5::SubAck(s))) => {
                     let mut refusals = s
                         .return_codes
@@ -278,8 +278,9 @@ pub enum Seen {
         /// MQTT 5 reason when the broker refused the message.
         refused: Option<String>,
     },
-    /// A message arrived on a subscription.
-    Received(bytes::Bytes),
+    /// A message arrived on a subscription: payload, topic (moved out of rumqttc's packet,
+    /// not copied).
+    Received(bytes::Bytes, bytes::Bytes),
     /// SUBACK; `refused` filters were not granted.
     SubAcked {
         /// Filters the broker refused.

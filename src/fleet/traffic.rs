@@ -249,7 +249,7 @@ pub(super) async fn serve(
                             }
                         }
                     }
-                    Ok(Seen::Received(payload)) => {
+                    Ok(Seen::Received(payload, _)) => {
                         counters.delivered.fetch_add(1, Relaxed);
                         counters.delivered_bytes.fetch_add(payload.len() as u64, Relaxed);
                         let (Some(h), Some(t)) = (parse_header(&payload), tracker.as_mut()) else {

@@ -766,6 +766,7 @@ mod tests {
             expectations: None,
             slos: Vec::new(),
             lifecycle: None,
+            aws: None,
             client: ClientUsage {
                 cpu_s: 0.0,
                 cpu_ms_per_connect: 0.0,

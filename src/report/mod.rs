@@ -86,6 +86,9 @@ pub struct Report {
     /// `will`, `[[event]]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<crate::fleet::lifecycle::LifecycleReport>,
+    /// AWS IoT behaviours: shadow figures per shadow group, basic ingest groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<crate::aws::AwsReport>,
 }
 
 /// The scenario file echoed into the report, so a result is reproducible from it alone.
@@ -576,6 +579,9 @@ impl Report {
                 ""
             }
         );
+        if let Some(aws) = &self.aws {
+            s.push_str(&aws.summary());
+        }
         s.push_str(&crate::slo::summary_lines(&self.slos));
         s
     }

@@ -60,6 +60,7 @@ pub mod faults;
 pub mod lifecycle;
 mod raw;
 pub mod reconnect;
+pub mod shadow;
 mod slo;
 mod tls;
 pub mod traffic;
@@ -220,6 +221,8 @@ pub struct GroupPlan {
     pub reconnect: Option<reconnect::ReconnectPlan>,
     /// Churn and last will (`churn`, `will`).
     pub lifecycle: lifecycle::LifecyclePlan,
+    /// AWS IoT Device Shadow flows instead of publish/subscribe traffic (`shadow = {...}`).
+    pub shadow: Option<shadow::ShadowPlan>,
 }
 
 /// Connect pacing of one group.
@@ -743,6 +746,7 @@ fn group(
             g.churn.as_ref(),
             g.will.as_ref(),
         )?,
+        shadow: shadow::shadow(src, &key("shadow"), g)?,
     })
 }
 

@@ -91,6 +91,10 @@ pub(super) struct RawGroup {
     pub churn: Option<Spanned<super::lifecycle::RawChurn>>,
     /// Last will: checked in `lifecycle.rs`.
     pub will: Option<Spanned<super::lifecycle::RawWill>>,
+    /// AWS IoT Device Shadow flows: checked in `shadow.rs`.
+    pub shadow: Option<Spanned<super::shadow::RawShadow>>,
+    /// AWS IoT fleet provisioning by claim: not built yet.
+    pub provision: Option<Spanned<IgnoredAny>>,
 }
 
 /// A group's `publish = { ... }`.

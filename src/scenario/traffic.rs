@@ -86,6 +86,10 @@ pub(super) fn publish(
             format!("{key}.topic: {} {why}", shown(raw.topic.get_ref())),
         ));
     }
+    // Basic ingest (`$aws/rules/RULE/...`): AWS IoT refuses a bad rule name.
+    if let Err(why) = crate::aws::topics::check_ingest(raw.topic.get_ref()) {
+        return Err(src.at(raw.topic.span().start, format!("{key}.topic: {why}")));
+    }
     let qos = qos(src, &format!("{key}.qos"), raw.qos.as_ref())?;
     let rate = match &raw.rate {
         None => Some(1.0),

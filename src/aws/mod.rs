@@ -1,0 +1,237 @@
+//! AWS IoT device behaviours beyond plain publish/subscribe: Device Shadows and basic ingest.
+//!
+//! Why: AWS IoT users load-test the flows next to the broker (the seed names the Thing
+//! Shadows service and the rules engine), and those flows need an answering service to be
+//! testable without AWS.
+//!
+//! - [`shadow`]: the shadow document model (merge, null deletes, delta, versions, metadata,
+//!   documented rejections), pure and table-tested.
+//! - [`topics`]: AWS's reserved topic layout (shadow requests/responses, `$aws/rules/...`).
+//! - [`service`]: the emulated shadow service, an in-process MQTT client answering on the
+//!   AWS topics; started automatically for a run against the embedded broker whose scenario
+//!   has a shadow group, and by `thingswarm broker --aws`.
+//! - [`stats`]: shadow counters and latency histograms, and their report section.
+//!
+//! Basic ingest needs no emulation: a group publishing to `$aws/rules/RULE/...` is ordinary
+//! traffic to a broker, while on AWS IoT the message goes to the rule and to no subscriber,
+//! so such a group has acknowledgement latency but no end-to-end latency (the report's `aws`
+//! section lists those groups and says so).
+//!
+//! Fleet provisioning by claim (`$aws/certificates/create/json`, `$aws/provisioning-templates`)
+//! is not built yet.
+
+pub mod service;
+pub mod shadow;
+pub mod stats;
+pub mod topics;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::Endpoint;
+use crate::identity::{FleetSpec, IdentityError};
+use crate::scenario::Plan;
+use service::{AwsService, ServiceOptions, SERVICE_CLIENT_ID};
+
+/// Why the emulated service could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// Its identity could not be loaded or signed.
+    #[error("AWS service emulation identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// Its TLS config could not be built.
+    #[error("AWS service emulation: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// It could not connect or subscribe.
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
+}
+
+/// Whether any group of `plan` runs shadow flows.
+pub fn has_shadow(plan: &Plan) -> bool {
+    plan.groups.iter().any(|g| g.shadow.is_some())
+}
+
+/// A shadow plan in one line, for `thingswarm check`.
+pub fn shadow_plan_line(p: &crate::scenario::shadow::ShadowPlan) -> String {
+    let mut s = format!(
+        "{} shadow, QoS {}, reported update {}/s per device",
+        p.name.as_deref().unwrap_or("classic"),
+        p.qos,
+        p.update_rate
+    );
+    if let Some(d) = p.desired_rate {
+        s.push_str(&format!(
+            ", desired write {d}/s (deltas{})",
+            if p.react {
+                " applied and reported back"
+            } else {
+                " not applied"
+            }
+        ));
+    }
+    for (on, what) in [
+        (p.get, "get at start"),
+        (p.delete, "delete at end"),
+        (p.versioned, "versioned updates"),
+    ] {
+        if on {
+            s.push_str(", ");
+            s.push_str(what);
+        }
+    }
+    s
+}
+
+/// The identity of the emulated service: one certificate with CN [`SERVICE_CLIENT_ID`],
+/// signed by the CA `spec_like` names, kept in the identity cache like a device's.
+pub fn service_identity(
+    certs_dir: &Path,
+    spec_like: &FleetSpec,
+) -> Result<crate::identity::Fleet, IdentityError> {
+    let spec = FleetSpec {
+        client_id: FleetSpec::new(SERVICE_CLIENT_ID)?.client_id,
+        ..spec_like.clone()
+    };
+    Ok(crate::identity::cache::ensure(certs_dir, &spec, 1, false)?.0)
+}
+
+/// Starts the shadow service against `endpoint` with the identity `fleet` (from
+/// [`service_identity`]).
+pub async fn start_service(
+    endpoint: &Endpoint,
+    fleet: &crate::identity::Fleet,
+) -> Result<AwsService, AwsError> {
+    let tls = endpoint.trust.client_config(
+        SERVICE_CLIENT_ID,
+        fleet.cert_chain(0),
+        fleet.key(0).clone_key(),
+    )?;
+    Ok(AwsService::start(ServiceOptions {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        tls,
+    })
+    .await?)
+}
+
+/// The `aws` section of a report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AwsReport {
+    /// Who answered shadow requests: `"emulated"` (thingswarm's in-process service) or
+    /// `"target"` (the broker's own, e.g. AWS IoT).
+    pub shadow_service: String,
+    /// Per shadow group.
+    pub shadow: Vec<stats::ShadowGroupReport>,
+    /// Groups publishing to basic ingest topics.
+    pub ingest: Vec<IngestGroup>,
+}
+
+/// A group publishing to `$aws/rules/RULE/...`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IngestGroup {
+    /// The group.
+    pub group: String,
+    /// The rule its topic names.
+    pub rule: String,
+    /// What is and is not measured for it.
+    pub note: String,
+}
+
+impl AwsReport {
+    /// The section for `plan`, or `None` when it uses no AWS behaviour.
+    pub fn of(
+        plan: &Plan,
+        shadow: Option<&stats::ShadowStats>,
+        emulated: bool,
+    ) -> Option<AwsReport> {
+        let ingest: Vec<IngestGroup> = plan
+            .groups
+            .iter()
+            .filter_map(|g| {
+                let p = g.publish.as_ref()?;
+                let topic = p.topic_for(&g.name, &g.client_id.render_index(0), 0);
+                let rule = topics::ingest_rule(&topic)?.to_string();
+                Some(IngestGroup {
+                    group: g.name.clone(),
+                    rule,
+                    note: "basic ingest: acknowledgement latency only; on AWS IoT no subscriber receives these messages, so no end-to-end latency or delivery is measured for them".into(),
+                })
+            })
+            .collect();
+        let shadow_groups: Vec<stats::ShadowGroupReport> = match shadow {
+            Some(s) => plan
+                .groups
+                .iter()
+                .enumerate()
+                .filter_map(|(i, g)| {
+                    let sp = g.shadow.as_ref()?;
+                    Some(s.report(i, &g.name, sp.name.as_deref().unwrap_or("classic")))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if ingest.is_empty() && shadow_groups.is_empty() {
+            return None;
+        }
+        Some(AwsReport {
+            shadow_service: if shadow_groups.is_empty() {
+                String::new()
+            } else if emulated {
+                "emulated".into()
+            } else {
+                "target".into()
+            },
+            shadow: shadow_groups,
+            ingest,
+        })
+    }
+
+    /// Summary lines for the end-of-run text.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        for g in &self.shadow {
+            let rejected: Vec<String> =
+                g.rejected.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+            let _ = writeln!(
+                s,
+                "  shadow     {} ({}, service {}): update {}/{} accepted, get {}/{}, delete {}/{}; rejected [{}] ({} unexpected); deltas {} ({} applied); version regressions {}; unanswered {}",
+                g.group,
+                g.shadow,
+                self.shadow_service,
+                g.accepted.update,
+                g.requests.update,
+                g.accepted.get,
+                g.requests.get,
+                g.accepted.delete,
+                g.requests.delete,
+                rejected.join(" "),
+                g.unexpected_rejects,
+                g.deltas,
+                g.delta_reports,
+                g.version_regressions,
+                g.unanswered,
+            );
+            let ms = |us: u64| us as f64 / 1e3;
+            let _ = writeln!(
+                s,
+                "  shadow     {}: update->accepted p50 {:.2} ms p99 {:.2} ms; delta round trip p50 {:.2} ms p99 {:.2} ms",
+                g.group,
+                ms(g.update_latency_us.percentiles.p50),
+                ms(g.update_latency_us.percentiles.p99),
+                ms(g.delta_round_trip_us.percentiles.p50),
+                ms(g.delta_round_trip_us.percentiles.p99),
+            );
+        }
+        for i in &self.ingest {
+            let _ = writeln!(
+                s,
+                "  ingest     {} -> rule {}: acknowledgement latency only (no subscriber sees basic ingest on AWS IoT)",
+                i.group, i.rule
+            );
+        }
+        s
+    }
+}
