@@ -271,6 +271,13 @@ pub struct TargetArgs {
     /// ALPN protocol to offer, e.g. x-amzn-mqtt-ca (repeatable; replaces `[target].tls.alpn`).
     #[arg(long, value_name = "PROTOCOL")]
     pub alpn: Vec<String>,
+    /// TLS server name (SNI and certificate check) when it differs from the connect host;
+    /// replaces `[target].sni`.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// TLS library: auto, rustls or openssl; replaces `[target].tls.backend`.
+    #[arg(long, value_name = "BACKEND")]
+    pub tls_backend: Option<String>,
 }
 
 impl TargetArgs {
@@ -283,6 +290,8 @@ impl TargetArgs {
             tls_versions: (!self.tls_versions.is_empty()).then(|| self.tls_versions.clone()),
             cipher_suites: (!self.cipher_suites.is_empty()).then(|| self.cipher_suites.clone()),
             alpn: (!self.alpn.is_empty()).then(|| self.alpn.clone()),
+            sni: self.sni.clone(),
+            tls_backend: self.tls_backend.clone(),
         }
     }
 }

@@ -276,6 +276,10 @@ pub struct Overrides {
     pub cipher_suites: Option<Vec<String>>,
     /// `--alpn` (repeatable): replaces `[target].tls.alpn`.
     pub alpn: Option<Vec<String>>,
+    /// `--sni NAME`: replaces `[target].sni`.
+    pub sni: Option<String>,
+    /// `--tls-backend auto|rustls|openssl`: replaces `[target].tls.backend`.
+    pub tls_backend: Option<String>,
 }
 
 impl Plan {
