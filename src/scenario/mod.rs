@@ -300,6 +300,9 @@ impl Plan {
         overrides: &Overrides,
     ) -> Result<Plan, ScenarioError> {
         let src = Source { path: source, text };
+        if let Some(at) = crate::tls::matrix_spec::kind_offset(text) {
+            return Err(src.at(at, "kind = \"tls-matrix\": this is a tls-matrix spec, not a run scenario (use thingswarm tls-matrix FILE)"));
+        }
         let raw: RawScenario = toml::from_str(text).map_err(|e| src.toml(&e))?;
         validate(&src, raw, overrides)
     }
