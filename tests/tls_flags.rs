@@ -57,3 +57,53 @@ fn rustls_backend_flag_refuses_a_cbc_suite_and_openssl_accepts_it() {
     );
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// `thingswarm ARGS` with a fresh certs dir: exit code and stderr.
+fn thingswarm(args: &[&str]) -> (Option<i32>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args(args)
+        .arg("--certs-dir")
+        .arg(tmp.path().join("certs"))
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert!(
+        !tmp.path().join("certs").exists(),
+        "{args:?}: identities were made"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tls_matrix_spec_and_target_mistakes_are_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad_spec = tmp.path().join("m.toml");
+    std::fs::write(&bad_spec, "kind = \"tls-matrix\"\nhandshake = 3\n").unwrap();
+    let bad_spec = bad_spec.to_str().unwrap().to_string();
+    for (args, expect) in [
+        (
+            vec!["run", "scenarios/tls-matrix.toml", "--no-tui"],
+            "this is a tls-matrix spec, not a run scenario (use thingswarm tls-matrix FILE)",
+        ),
+        (vec!["tls-matrix", "--insecure"], "apply to a --target only"),
+        (
+            vec!["tls-matrix", "--target", "mqtt://127.0.0.1:1", "--insecure"],
+            "--target: ",
+        ),
+        (
+            vec!["tls-matrix", "--target", "mqtts://127.0.0.1:1"],
+            "no CA to verify the broker with",
+        ),
+        (vec!["tls-matrix", &bad_spec], "m.toml:2:1: "),
+    ] {
+        let (code, stderr) = thingswarm(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+}

@@ -59,6 +59,7 @@ pub fn run(args: TlsMatrixArgs) -> anyhow::Result<Outcome> {
         .collect::<Result<Vec<_>, _>>()?;
     let cells = matrix::cells(&versions, &cipher_suites, &algorithms)
         .map_err(|m| BadInput(format!("--cipher-suite: {m}")))?;
+    matrix::check_target(&against).map_err(BadInput)?;
     let where_ = match &against {
         Against::Local => "a local mosquitto per cell".to_string(),
         Against::Broker { url, insecure, .. } => {

@@ -43,8 +43,7 @@
 //! `[slo]` holds service-level objectives (`e2e_p99 = "50ms"`, `max_error_rate = "0.1%"`;
 //! see [`crate::slo`]).
 //!
-//! Keys of capabilities that are not built yet (`[target].sni`, `[identity].subject`) are
-//! recognised and refused
+//! Keys of capabilities that are not built yet (`[identity].subject`) are recognised and refused
 //! by name, never silently ignored; any other unknown key is an error at its line.
 //!
 //! # Run semantics

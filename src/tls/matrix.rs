@@ -206,6 +206,53 @@ pub enum MatrixError {
     Target(String),
 }
 
+/// The scenario overrides that point a cell's plan at `against`.
+fn overrides(against: &Against) -> Overrides {
+    match against {
+        Against::Local => Overrides::default(),
+        Against::Broker {
+            url,
+            server_ca,
+            insecure,
+            sni,
+        } => Overrides {
+            target: Some(url.clone()),
+            server_ca: server_ca.clone(),
+            insecure: *insecure,
+            sni: sni.clone(),
+            ..Overrides::default()
+        },
+    }
+}
+
+/// Checks the target (URL, CA file, `--insecure`, SNI) before any cell makes identities or
+/// connects, so a mistake is bad input up front: the one-line message names the flag.
+pub fn check_target(against: &Against) -> Result<(), String> {
+    let text =
+        "name = \"tls-matrix\"\nduration = \"0s\"\n[[group]]\nname = \"cell\"\ndevices = 1\nclient_id = \"d-{index}\"\n";
+    let plan =
+        Plan::from_str(text, Path::new("tls-matrix"), &overrides(against)).map_err(
+            |e| match e {
+                crate::scenario::ScenarioError::Flag { message, .. } => message,
+                e => e.to_string(),
+            },
+        )?;
+    if let crate::scenario::Target::Broker {
+        server_ca: Some(path),
+        insecure: false,
+        ..
+    } = &plan.target
+    {
+        let cas = crate::identity::read_pem_certs(
+            path,
+            Some("the CA certificate that signed the broker's"),
+        )
+        .map_err(|e| e.to_string())?;
+        crate::tls::ServerTrust::roots(&cas).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Runs one cell: starts its mosquitto, `handshakes` probe handshakes, then `devices` devices
 /// connect once (and disconnect). Identities are cached under `certs_dir`. Against a broker,
 /// no mosquitto is started: the same steps run against it.
@@ -232,21 +279,7 @@ client_id = "tls-matrix-{a}-{{index}}"
         s = cell.suite,
         a = cell.algorithm.name(),
     );
-    let overrides = match against {
-        Against::Local => Overrides::default(),
-        Against::Broker {
-            url,
-            server_ca,
-            insecure,
-            sni,
-        } => Overrides {
-            target: Some(url.clone()),
-            server_ca: server_ca.clone(),
-            insecure: *insecure,
-            sni: sni.clone(),
-            ..Overrides::default()
-        },
-    };
+    let overrides = overrides(against);
     let plan = Plan::from_str(&text, Path::new("tls-matrix"), &overrides).map_err(|e| match e {
         crate::scenario::ScenarioError::Flag { message, .. } => MatrixError::Target(message),
         e => MatrixError::Setup(e.to_string()),
