@@ -44,14 +44,18 @@ pub enum Command {
     /// Re-render the text summary of a saved report (a results directory or its report.json).
     Report(ReportArgs),
     /// One small group per (TLS version, cipher suite, device key) cell against a local
-    /// mosquitto allowing exactly that cell: negotiated suite, backend, handshake time and
-    /// client CPU, connects. Exit 1 when a cell fails.
+    /// mosquitto allowing exactly that cell (or against --target): negotiated suite, backend,
+    /// handshake time and client CPU, connects. Exit 1 when a cell fails.
     TlsMatrix(TlsMatrixArgs),
 }
 
-/// `thingswarm tls-matrix`
+/// `thingswarm tls-matrix [SPEC]`
 #[derive(Debug, Args)]
 pub struct TlsMatrixArgs {
+    /// A tls-matrix spec (`kind = "tls-matrix"`, e.g. scenarios/tls-matrix.toml); the flags
+    /// below replace its values.
+    #[arg(value_name = "SPEC")]
+    pub spec: Option<PathBuf>,
     /// TLS version, 1.2 or 1.3 (repeatable; default both).
     #[arg(long = "tls-version", value_name = "VERSION")]
     pub tls_versions: Vec<String>,
@@ -63,12 +67,26 @@ pub struct TlsMatrixArgs {
     /// rsa2048-sha256).
     #[arg(long = "algorithm", value_name = "NAME")]
     pub algorithms: Vec<String>,
-    /// Devices connecting per cell.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub devices: u64,
-    /// Probe handshakes per cell (their median time and mean client CPU are reported).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub handshakes: u32,
+    /// Devices connecting per cell [default: the spec's, else 3].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub devices: Option<u64>,
+    /// Probe handshakes per cell (their median time and mean client CPU are reported)
+    /// [default: the spec's, else 5].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub handshakes: Option<u32>,
+    /// Run every cell against this broker (mqtts://host:port) instead of a local mosquitto
+    /// per cell; the broker decides which cells succeed. Replaces the spec's `[target].url`.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// CA (PEM) that verifies the target broker; replaces the spec's `[target].server_ca`.
+    #[arg(long, value_name = "PEM")]
+    pub server_ca: Option<PathBuf>,
+    /// Do not verify the target broker's certificate (devices still present theirs).
+    #[arg(long, conflicts_with = "server_ca")]
+    pub insecure: bool,
+    /// TLS server name for the target when it differs from its host; replaces `[target].sni`.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
     /// Also write the cells as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -271,6 +289,13 @@ pub struct TargetArgs {
     /// ALPN protocol to offer, e.g. x-amzn-mqtt-ca (repeatable; replaces `[target].tls.alpn`).
     #[arg(long, value_name = "PROTOCOL")]
     pub alpn: Vec<String>,
+    /// TLS server name (SNI and certificate check) when it differs from the connect host;
+    /// replaces `[target].sni`.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// TLS library: auto, rustls or openssl; replaces `[target].tls.backend`.
+    #[arg(long, value_name = "BACKEND")]
+    pub tls_backend: Option<String>,
 }
 
 impl TargetArgs {
@@ -283,6 +308,8 @@ impl TargetArgs {
             tls_versions: (!self.tls_versions.is_empty()).then(|| self.tls_versions.clone()),
             cipher_suites: (!self.cipher_suites.is_empty()).then(|| self.cipher_suites.clone()),
             alpn: (!self.alpn.is_empty()).then(|| self.alpn.clone()),
+            sni: self.sni.clone(),
+            tls_backend: self.tls_backend.clone(),
         }
     }
 }

@@ -21,11 +21,24 @@ fn tomls(dir: &str) -> Vec<PathBuf> {
 fn shipped_scenarios_load() {
     let files = tomls("scenarios");
     assert!(files.len() >= 2, "{files:?}");
+    let mut specs = 0;
     for file in files {
+        // A tls-matrix spec (`kind = "tls-matrix"`) is not a run scenario: `run` says which
+        // command reads it (the spec itself is parsed by `tls::matrix_spec`'s tests).
+        let text = std::fs::read_to_string(&file).unwrap();
+        if thingswarm::tls::matrix_spec::kind_offset(&text).is_some() {
+            let e = Plan::load(&file, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("use thingswarm tls-matrix FILE"), "{e}");
+            specs += 1;
+            continue;
+        }
         let plan = Plan::load(&file, &Overrides::default())
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert!(plan.total_devices() > 0);
     }
+    assert_eq!(specs, 1, "scenarios/tls-matrix.toml is the one spec");
 }
 
 #[test]

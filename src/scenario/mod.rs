@@ -43,8 +43,7 @@
 //! `[slo]` holds service-level objectives (`e2e_p99 = "50ms"`, `max_error_rate = "0.1%"`;
 //! see [`crate::slo`]).
 //!
-//! Keys of capabilities that are not built yet (`[target].sni`, `[identity].subject`) are
-//! recognised and refused
+//! Keys of capabilities that are not built yet (`[identity].subject`) are recognised and refused
 //! by name, never silently ignored; any other unknown key is an error at its line.
 //!
 //! # Run semantics
@@ -279,6 +278,10 @@ pub struct Overrides {
     pub cipher_suites: Option<Vec<String>>,
     /// `--alpn` (repeatable): replaces `[target].tls.alpn`.
     pub alpn: Option<Vec<String>>,
+    /// `--sni NAME`: replaces `[target].sni`.
+    pub sni: Option<String>,
+    /// `--tls-backend auto|rustls|openssl`: replaces `[target].tls.backend`.
+    pub tls_backend: Option<String>,
 }
 
 impl Plan {
@@ -299,6 +302,9 @@ impl Plan {
         overrides: &Overrides,
     ) -> Result<Plan, ScenarioError> {
         let src = Source { path: source, text };
+        if let Some(at) = crate::tls::matrix_spec::kind_offset(text) {
+            return Err(src.at(at, "kind = \"tls-matrix\": this is a tls-matrix spec, not a run scenario (use thingswarm tls-matrix FILE)"));
+        }
         let raw: RawScenario = toml::from_str(text).map_err(|e| src.toml(&e))?;
         validate(&src, raw, overrides)
     }

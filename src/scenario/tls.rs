@@ -1,6 +1,6 @@
 //! `[target].tls = { versions = [...], suites = [...], alpn = [...], backend = "..." }`,
-//! `[target].sni`, and the matching flags (`--tls-version`, `--cipher-suite`, `--alpn`; a flag
-//! replaces the file's list).
+//! `[target].sni`, and the matching flags (`--tls-version`, `--cipher-suite`, `--alpn`, `--sni`,
+//! `--tls-backend`; a flag replaces the file's value).
 
 use toml::Spanned;
 
@@ -66,11 +66,23 @@ pub(super) fn options(
         (None, Some(values)) => values.iter().map(|v| v.get_ref().clone()).collect(),
         (None, None) => Vec::new(),
     };
-    if let Some(b) = file.and_then(|t| t.backend.as_ref()) {
+    if let Some(b) = &overrides.tls_backend {
+        out.backend = Backend::parse(b).map_err(|m| src.flag(format!("--tls-backend: {m}")))?;
+    } else if let Some(b) = file.and_then(|t| t.backend.as_ref()) {
         out.backend = Backend::parse(b.get_ref())
             .map_err(|m| src.at(b.span().start, format!("target.tls.backend: {m}")))?;
     }
-    if let Some(name) = sni {
+    if let Some(name) = &overrides.sni {
+        out.sni = Some(name.trim().to_string());
+        if let Err(m) = (TlsOptions {
+            sni: out.sni.clone(),
+            ..TlsOptions::default()
+        })
+        .validate()
+        {
+            return Err(src.flag(format!("--{m}")));
+        }
+    } else if let Some(name) = sni {
         out.sni = Some(name.get_ref().trim().to_string());
         if let Err(m) = (TlsOptions {
             sni: out.sni.clone(),
@@ -82,7 +94,11 @@ pub(super) fn options(
         }
     }
     out.validate().map_err(|m| match raw {
-        Some(t) if overrides.tls_versions.is_none() && overrides.cipher_suites.is_none() => {
+        Some(t)
+            if overrides.tls_versions.is_none()
+                && overrides.cipher_suites.is_none()
+                && overrides.tls_backend.is_none() =>
+        {
             src.at(t.span().start, format!("target.tls: {m}"))
         }
         _ => src.flag(m),

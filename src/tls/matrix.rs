@@ -140,7 +140,7 @@ pub struct CellReport {
     pub suite: String,
     /// Device key type (identity algorithm name).
     pub device_key: String,
-    /// Server key type the cell's mosquitto used.
+    /// Server key type the cell's mosquitto used (`(target's)` against a broker).
     pub server_key: String,
     /// TLS library that ran the handshakes (`rustls` / `openssl`).
     pub backend: String,
@@ -173,6 +173,25 @@ impl CellReport {
     }
 }
 
+/// Where the cells run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Against {
+    /// A local mosquitto per cell allowing exactly that cell's version and suite.
+    #[default]
+    Local,
+    /// One broker for every cell; it decides which cells succeed.
+    Broker {
+        /// `mqtts://host:port`.
+        url: String,
+        /// CA (PEM) verifying the broker; `None` only with `insecure`.
+        server_ca: Option<std::path::PathBuf>,
+        /// Do not verify the broker's certificate.
+        insecure: bool,
+        /// TLS server name when it differs from the connect host.
+        sni: Option<String>,
+    },
+}
+
 /// Why the matrix could not run a cell at all (as opposed to a cell that failed).
 #[derive(Debug, thiserror::Error)]
 pub enum MatrixError {
@@ -182,15 +201,67 @@ pub enum MatrixError {
     /// The cell's plan or identities could not be made.
     #[error("{0}")]
     Setup(String),
+    /// The target (URL, CA, SNI) is wrong: bad input.
+    #[error("{0}")]
+    Target(String),
+}
+
+/// The scenario overrides that point a cell's plan at `against`.
+fn overrides(against: &Against) -> Overrides {
+    match against {
+        Against::Local => Overrides::default(),
+        Against::Broker {
+            url,
+            server_ca,
+            insecure,
+            sni,
+        } => Overrides {
+            target: Some(url.clone()),
+            server_ca: server_ca.clone(),
+            insecure: *insecure,
+            sni: sni.clone(),
+            ..Overrides::default()
+        },
+    }
+}
+
+/// Checks the target (URL, CA file, `--insecure`, SNI) before any cell makes identities or
+/// connects, so a mistake is bad input up front: the one-line message names the flag.
+pub fn check_target(against: &Against) -> Result<(), String> {
+    let text =
+        "name = \"tls-matrix\"\nduration = \"0s\"\n[[group]]\nname = \"cell\"\ndevices = 1\nclient_id = \"d-{index}\"\n";
+    let plan =
+        Plan::from_str(text, Path::new("tls-matrix"), &overrides(against)).map_err(
+            |e| match e {
+                crate::scenario::ScenarioError::Flag { message, .. } => message,
+                e => e.to_string(),
+            },
+        )?;
+    if let crate::scenario::Target::Broker {
+        server_ca: Some(path),
+        insecure: false,
+        ..
+    } = &plan.target
+    {
+        let cas = crate::identity::read_pem_certs(
+            path,
+            Some("the CA certificate that signed the broker's"),
+        )
+        .map_err(|e| e.to_string())?;
+        crate::tls::ServerTrust::roots(&cas).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Runs one cell: starts its mosquitto, `handshakes` probe handshakes, then `devices` devices
-/// connect once (and disconnect). Identities are cached under `certs_dir`.
+/// connect once (and disconnect). Identities are cached under `certs_dir`. Against a broker,
+/// no mosquitto is started: the same steps run against it.
 pub async fn run_cell(
     cell: &Cell,
     certs_dir: &Path,
     devices: u64,
     handshakes: u32,
+    against: &Against,
 ) -> Result<CellReport, MatrixError> {
     let text = format!(
         r#"name = "tls-matrix"
@@ -208,8 +279,11 @@ client_id = "tls-matrix-{a}-{{index}}"
         s = cell.suite,
         a = cell.algorithm.name(),
     );
-    let plan = Plan::from_str(&text, Path::new("tls-matrix"), &Overrides::default())
-        .map_err(|e| MatrixError::Setup(e.to_string()))?;
+    let overrides = overrides(against);
+    let plan = Plan::from_str(&text, Path::new("tls-matrix"), &overrides).map_err(|e| match e {
+        crate::scenario::ScenarioError::Flag { message, .. } => MatrixError::Target(message),
+        e => MatrixError::Setup(e.to_string()),
+    })?;
     let certs = certs_dir.to_path_buf();
     let plan_for_ids = plan.clone();
     let fleets: Vec<Arc<crate::identity::Fleet>> =
@@ -220,20 +294,50 @@ client_id = "tls-matrix-{a}-{{index}}"
             .into_iter()
             .map(|(f, _)| f)
             .collect();
-    let server_key = server_key(cell);
-    let ciphers = match cell.version {
-        TlsVersion::V1_2 => format!("tls_version tlsv1.2\nciphers {}", cell.suite),
-        TlsVersion::V1_3 => format!("tls_version tlsv1.3\nciphers_tls1.3 {}", cell.suite),
-    };
-    let roots = [fleets[0].root().clone()];
-    let broker =
-        tokio::task::spawn_blocking(move || Mosquitto::start_with(&roots, &ciphers, server_key))
+    let (endpoint, broker, server_key_name) = match &plan.target {
+        crate::scenario::Target::Broker {
+            host,
+            port,
+            server_ca,
+            insecure,
+        } => {
+            let trust = match (insecure, server_ca) {
+                (false, Some(path)) => {
+                    let cas = crate::identity::read_pem_certs(
+                        path,
+                        Some("the CA certificate that signed the broker's"),
+                    )
+                    .map_err(|e| MatrixError::Target(e.to_string()))?;
+                    crate::tls::ServerTrust::roots(&cas)
+                        .map_err(|e| MatrixError::Target(format!("{}: {e}", path.display())))?
+                }
+                _ => crate::tls::ServerTrust::insecure(),
+            };
+            let endpoint = Endpoint {
+                host: host.clone(),
+                port: *port,
+                trust: trust.with_options(&plan.tls),
+            };
+            (endpoint, None, "(target's)".to_string())
+        }
+        crate::scenario::Target::Embedded => {
+            let server_key = server_key(cell);
+            let ciphers = match cell.version {
+                TlsVersion::V1_2 => format!("tls_version tlsv1.2\nciphers {}", cell.suite),
+                TlsVersion::V1_3 => format!("tls_version tlsv1.3\nciphers_tls1.3 {}", cell.suite),
+            };
+            let roots = [fleets[0].root().clone()];
+            let broker = tokio::task::spawn_blocking(move || {
+                Mosquitto::start_with(&roots, &ciphers, server_key)
+            })
             .await
             .map_err(|e| MatrixError::Setup(format!("mosquitto: {e}")))??;
-
-    let mut endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der())
-        .map_err(|e| MatrixError::Setup(e.to_string()))?;
-    endpoint.trust = endpoint.trust.with_options(&plan.tls);
+            let mut endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der())
+                .map_err(|e| MatrixError::Setup(e.to_string()))?;
+            endpoint.trust = endpoint.trust.with_options(&plan.tls);
+            (endpoint, Some(broker), server_key.name().to_string())
+        }
+    };
     let f = &fleets[0];
     let tls = endpoint
         .trust
@@ -244,7 +348,7 @@ client_id = "tls-matrix-{a}-{{index}}"
         version: cell.version.to_string(),
         suite: cell.suite.to_string(),
         device_key: cell.algorithm.name().to_string(),
-        server_key: server_key.name().to_string(),
+        server_key: server_key_name,
         backend: tls.backend().name().to_string(),
         negotiated: None,
         kx_group: None,

@@ -8,6 +8,7 @@
 
 pub mod device;
 pub mod matrix;
+pub mod matrix_spec;
 pub mod openssl;
 pub mod options;
 pub mod probe;
