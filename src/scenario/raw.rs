@@ -44,6 +44,10 @@ pub(super) struct RawTarget {
     pub sni: Option<Spanned<IgnoredAny>>,
     /// TLS versions, cipher suites, ALPN.
     pub tls: Option<Spanned<RawTls>>,
+    /// `"mqtts"` | `"wss"` | `"ws"` | `"tcp"`: checked in `protocol.rs`.
+    pub transport: Option<Spanned<String>>,
+    /// WebSocket URL path: checked in `protocol.rs`.
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[target].tls = { ... }`.
@@ -83,6 +87,10 @@ pub(super) struct RawGroup {
     pub subscribe: Option<Spanned<Vec<Spanned<RawSubscribe>>>>,
     /// `"none"` or `{ initial, max }`: checked by hand in `reconnect.rs`.
     pub reconnect: Option<Spanned<toml::Value>>,
+    /// `{ at, for }`: checked in `protocol.rs`.
+    pub offline: Option<Spanned<super::protocol::RawOffline>>,
+    /// MQTT 5 options: checked in `protocol.rs`.
+    pub v5: Option<Spanned<super::protocol::RawV5>>,
 }
 
 /// A group's `publish = { ... }`.
