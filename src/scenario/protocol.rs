@@ -441,3 +441,175 @@ pub(super) fn check_groups(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::scenario::{Overrides, Plan};
+
+    const CA: &str = "-----BEGIN CERTIFICATE-----";
+
+    fn load(text: &str) -> Result<Plan, String> {
+        Plan::from_str(text, Path::new("dir/t.toml"), &Overrides::default())
+            .map_err(|e| e.to_string())
+    }
+
+    fn scenario(target: &str, group: &str) -> String {
+        format!(
+            "name = \"t\"\nduration = \"10s\"\n{target}\n[[group]]\nname = \"g\"\ndevices = 2\nclient_id = \"g-{{index}}\"\n{group}\n"
+        )
+    }
+
+    #[test]
+    fn defaults_are_mqtts_and_nothing_else() {
+        let plan = load(&scenario("", "")).unwrap();
+        assert_eq!(plan.groups[0].options, GroupOptions::default());
+        assert_eq!(plan.groups[0].options.transport.scheme(), "mqtts");
+    }
+
+    #[test]
+    fn group_options_are_read() {
+        let plan = load(&scenario(
+            "[target]\nprotocol = \"5\"",
+            r#"clean_session = false
+offline = { at = "2s", for = "3s" }
+subscribe = [{ filter = "$share/pool/t/#", qos = 1 }]
+v5 = { session_expiry = "1h", topic_alias = true, user_properties = { site = "lab" }, message_expiry = "30s", receive_maximum = 50, max_packet_size = 4096 }"#,
+        ))
+        .unwrap();
+        let o = &plan.groups[0].options;
+        assert_eq!(
+            o.offline,
+            Some(OfflineWindow {
+                at: Duration::from_secs(2),
+                duration: Duration::from_secs(3)
+            })
+        );
+        assert_eq!(o.share.as_deref(), Some("pool"));
+        assert_eq!(
+            o.v5,
+            V5Options {
+                session_expiry: Some(Duration::from_secs(3600)),
+                topic_alias: true,
+                user_properties: vec![("site".into(), "lab".into())],
+                message_expiry: Some(Duration::from_secs(30)),
+                receive_maximum: Some(50),
+                max_packet_size: Some(4096),
+            }
+        );
+        assert_eq!(split_share("$share/pool/t/#"), (Some("pool"), "t/#"));
+        assert_eq!(split_share("t/#"), (None, "t/#"));
+    }
+
+    #[test]
+    fn transports_build_their_broker_address() {
+        let wss = Transport::Wss {
+            path: "/mqtt".into(),
+        };
+        assert_eq!(
+            wss.broker_addr("127.0.0.1", 8443),
+            "wss://127.0.0.1:8443/mqtt"
+        );
+        assert_eq!(wss.broker_addr("::1", 8443), "wss://[::1]:8443/mqtt");
+        assert_eq!(Transport::Mqtts.broker_addr("::1", 8883), "::1");
+        assert!(wss.warning().is_none());
+        assert!(Transport::Tcp.warning().unwrap().contains("PLAIN TEXT"));
+        assert!(Transport::Ws { path: "/".into() }.is_plain());
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_expected_form() {
+        let cases = [
+            (
+                scenario("", "v5 = { topic_alias = true }"),
+                "group[0].v5: MQTT 5 options on a group speaking 3.1.1",
+            ),
+            (
+                scenario("[target]\nprotocol = \"5\"", "v5 = { receive_maximum = 0 }"),
+                "group[0].v5.receive_maximum: 0 is out of range (expected 1..=65535)",
+            ),
+            (
+                scenario("[target]\nprotocol = \"5\"", "v5 = { message_expiry = \"500ms\" }"),
+                "group[0].v5.message_expiry: \"500ms\" is under a second",
+            ),
+            (
+                scenario("", "offline = { at = \"2s\", for = \"0s\" }"),
+                "group[0].offline.for: \"0s\" is no offline time",
+            ),
+            (
+                scenario("", "offline = { at = \"20s\", for = \"1s\" }"),
+                "offline.at = 20s is not within the run's duration 10s",
+            ),
+            (
+                scenario("", "offline = { at = \"2s\", until = \"1s\" }"),
+                "unknown field `until`",
+            ),
+            (
+                scenario(
+                    "",
+                    r#"subscribe = [{ filter = "$share/a/t/#" }, { filter = "u/#" }]"#,
+                ),
+                "mixes shared and unshared filters",
+            ),
+            (
+                scenario("[target]\ntransport = \"quic\"", ""),
+                "target.transport: \"quic\" is not a transport (expected \"mqtts\", \"wss\", \"ws\" or \"tcp\")",
+            ),
+            (
+                scenario("[target]\ntransport = \"wss\"", ""),
+                "the embedded one listens for mqtts only",
+            ),
+            (
+                scenario("[target]\npath = \"mqtt\"", ""),
+                "target.path: \"mqtt\" is not a URL path",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = load(&text).expect_err(&text);
+            assert!(err.contains(expected), "{err}\n  expected: {expected}");
+        }
+    }
+
+    #[test]
+    fn a_share_name_belongs_to_one_group() {
+        let text = format!(
+            "{}\n[[group]]\nname = \"h\"\ndevices = 1\nclient_id = \"h\"\nsubscribe = [{{ filter = \"$share/pool/x\" }}]\n",
+            scenario("", r#"subscribe = [{ filter = "$share/pool/t/#" }]"#)
+        );
+        let err = load(&text).unwrap_err();
+        assert!(
+            err.contains("share name \"pool\" is also used by group \"g\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wss_target_names_its_path_and_checks_a_path_needs_ws() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, format!("{CA}\nMIIB\n-----END CERTIFICATE-----\n")).unwrap();
+        let overrides = Overrides {
+            target: Some("mqtts://127.0.0.1:8443".into()),
+            server_ca: Some(ca),
+            ..Default::default()
+        };
+        let text = scenario("[target]\ntransport = \"wss\"\npath = \"/ws\"", "");
+        // Only the PEM framing is checked when validating; TLS set-up parses the certificate.
+        let plan = Plan::from_str(&text, Path::new("t.toml"), &overrides).unwrap();
+        assert_eq!(
+            plan.groups[0].options.transport,
+            Transport::Wss { path: "/ws".into() }
+        );
+        let text = scenario("[target]\ntransport = \"tcp\"\npath = \"/ws\"", "");
+        let err = Plan::from_str(&text, Path::new("t.toml"), &overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("target.path: applies to WebSocket transports only"),
+            "{err}"
+        );
+    }
+}
