@@ -138,6 +138,12 @@ publish = { topic = "q/{client_id}", qos = 1, rate = "20/s", size = 64 }
         );
         assert_eq!(s.sequence.unique, 2 * t.sent, "{name}: every message, once");
     }
+    for name in ["keep", "keep5", "clean"] {
+        eprintln!(
+            "{}",
+            thingswarm::fleet::protocol::summary(name, section(&plan, &result, name)).trim_end()
+        );
+    }
     let keep = section(&plan, &result, "keep").offline.clone().unwrap();
     let clean = section(&plan, &result, "clean");
     let o = clean.offline.as_ref().unwrap();
