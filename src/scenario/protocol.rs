@@ -81,8 +81,12 @@ impl Transport {
         })
     }
 
-    /// The broker address rumqttc wants: the host for mqtts/tcp, the full URL for ws(s).
+    /// The broker address rumqttc wants: the host for mqtts/tcp (also the TLS server name),
+    /// the full URL for ws(s) (an IPv6 host in brackets).
     pub fn broker_addr(&self, host: &str, port: u16) -> String {
+        if let Transport::Mqtts | Transport::Tcp = self {
+            return host.to_string();
+        }
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
