@@ -375,3 +375,51 @@ publish = { topic = "w/{client_id}", qos = 1, rate = "10/s", size = 64 }
         "{names:?}"
     );
 }
+
+/// The shipped `persistent-sessions.toml` through the CLI (embedded broker): its report matches
+/// the committed schema, and the summary shows both offline windows.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn a_cli_report_with_protocol_options_matches_the_schema() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = Path::new("scenarios/persistent-sessions.toml");
+    let out = tmp.path().join("out");
+    let assert = assert_cmd::Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args(["run", "--no-tui", "--certs-dir"])
+        .arg(tmp.path().join("certs"))
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(stdout.contains("offline    keep: 2 went away"), "{stdout}");
+    assert!(stdout.contains("offline    clean: 2 went away"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let keep = &report["groups"][0]["protocol_options"];
+    assert_eq!(keep["offline"]["periods"], 2, "{keep}");
+    assert_eq!(keep["clean_session"], false);
+    // The embedded broker keeps the session: what was queued arrives, nothing is lost.
+    assert_eq!(keep["offline"]["returned_with_session"], 2, "{keep}");
+    assert!(
+        keep["offline"]["queued_delivered"].as_u64() > Some(0),
+        "{keep}"
+    );
+    assert_eq!(keep["sequence"]["lost"], 0, "{keep}");
+    let clean = &report["groups"][1]["protocol_options"];
+    assert_eq!(clean["offline"]["returned_without_session"], 2, "{clean}");
+    assert!(clean["sequence"]["lost"].as_u64() > Some(0), "{clean}");
+    let publishers = &report["groups"][2]["protocol_options"];
+    assert_eq!(publishers["transport"], "mqtts", "{publishers}");
+}
