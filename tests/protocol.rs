@@ -389,7 +389,7 @@ fn a_cli_report_with_protocol_options_matches_the_schema() {
         .unwrap()
         .args(["run", "--no-tui", "--certs-dir"])
         .arg(tmp.path().join("certs"))
-        .arg(&scenario)
+        .arg(scenario)
         .arg("--out")
         .arg(&out)
         .timeout(std::time::Duration::from_secs(120))
