@@ -155,6 +155,49 @@ pub struct GroupOptions {
     pub v5: V5Options,
 }
 
+impl GroupOptions {
+    /// `thingswarm check` lines for the group's offline window, share and MQTT 5 options
+    /// (empty when none is set), so a plan shows what a run will do.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(o) = &self.offline {
+            out.push(format!(
+                "offline:        at {:?} from the start of traffic, for {:?} (DISCONNECT, then reconnect)",
+                o.at, o.duration
+            ));
+        }
+        if let Some(name) = &self.share {
+            out.push(format!(
+                "shared:         $share/{name}/... (loss settled over the members together)"
+            ));
+        }
+        let v = &self.v5;
+        if v.any() {
+            let mut parts = Vec::new();
+            if let Some(d) = v.session_expiry {
+                parts.push(format!("session expiry {}s", V5Options::secs(d)));
+            }
+            if v.topic_alias {
+                parts.push("topic alias".to_string());
+            }
+            if !v.user_properties.is_empty() {
+                parts.push(format!("{} user properties", v.user_properties.len()));
+            }
+            if let Some(d) = v.message_expiry {
+                parts.push(format!("message expiry {}s", V5Options::secs(d)));
+            }
+            if let Some(n) = v.receive_maximum {
+                parts.push(format!("receive maximum {n}"));
+            }
+            if let Some(n) = v.max_packet_size {
+                parts.push(format!("maximum packet size {n}"));
+            }
+            out.push(format!("mqtt 5:         {}", parts.join(", ")));
+        }
+        out
+    }
+}
+
 /// `[target].transport` and `[target].path` as written.
 #[derive(Debug, Default)]
 pub(super) struct RawTransport<'a> {
