@@ -416,7 +416,8 @@ pub struct OfflineReport {
     pub returned_without_session: u64,
     /// Returns that never got a CONNACK.
     pub return_failed: u64,
-    /// Messages published while a device was away that reached it after it returned.
+    /// Messages published while a device was away that reached it after it returned (with a
+    /// clean session: only those still in transit at the return).
     pub queued_delivered: u64,
     /// Return CONNACK -> arrival of the last queued message, per device that received any.
     pub drain_us: Percentiles,
