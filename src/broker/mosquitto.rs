@@ -30,6 +30,13 @@ pub const PROGRAM: &str = "mosquitto";
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts when the free port we picked is taken before mosquitto binds it.
 const PORT_ATTEMPTS: usize = 3;
+/// In `extra_config`: replaced by the client-roots PEM the mTLS listener trusts, so an extra
+/// listener (e.g. `protocol websockets`) can require the same client certificates.
+pub const CAFILE: &str = "{cafile}";
+/// In `extra_config`: replaced by the server certificate chain PEM.
+pub const CERTFILE: &str = "{certfile}";
+/// In `extra_config`: replaced by the server key PEM.
+pub const KEYFILE: &str = "{keyfile}";
 
 /// A running mosquitto child process with mTLS on `127.0.0.1`. Killed (and reaped) on drop;
 /// its configuration, certificates and log live in a private temp dir removed with it.
@@ -369,6 +376,11 @@ fn config_text(port: u16, cafile: &Path, server: &ServerIdentity, extra: &str) -
         let _ = writeln!(c, "user root");
     }
     if !extra.is_empty() {
+        // An extra TLS listener (a WebSocket one) names the same files by placeholder.
+        let extra = extra
+            .replace(CAFILE, &cafile.display().to_string())
+            .replace(CERTFILE, &server.cert_pem.display().to_string())
+            .replace(KEYFILE, &server.key_pem.display().to_string());
         let _ = writeln!(c, "# caller's extra configuration");
         let _ = writeln!(c, "{}", extra.trim_end());
     }

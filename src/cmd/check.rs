@@ -30,6 +30,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         Target::Broker { .. } => format!("{} (broker NOT verified: --insecure)", plan.target.url()),
     };
     println!("  target:    {target}");
+    if let Some(t) = plan.groups.first().map(|g| &g.options.transport) {
+        use crate::scenario::protocol::Transport;
+        let path = match t {
+            Transport::Wss { path } | Transport::Ws { path } => format!(" (URL path {path})"),
+            _ => String::new(),
+        };
+        if *t != Transport::Mqtts {
+            println!("  transport: {}{path}", t.scheme());
+        }
+        if let Some(w) = t.warning() {
+            println!("  WARNING:   {w}");
+        }
+    }
     if !plan.tls.is_default() {
         let t = &plan.tls;
         let or_all = |v: Vec<String>| match v.is_empty() {
@@ -97,6 +110,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             if g.clean_session { "yes" } else { "no" }
         );
         println!("  protocol:       MQTT {}", g.protocol);
+        for line in g.options.describe() {
+            println!("  {line}");
+        }
         if let Some(p) = &g.publish {
             let payload = match &p.payload {
                 PayloadSpec::Raw { size } => format!("{size} raw bytes"),

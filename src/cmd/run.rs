@@ -115,6 +115,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         "target      {} ({})",
         target.url, target.server_verification
     );
+    if let Some(t) = plan.groups.first().map(|g| &g.options.transport) {
+        eprintln!(
+            "transport   {}",
+            t.broker_addr(&endpoint.host, endpoint.port)
+        );
+        if let Some(w) = t.warning() {
+            eprintln!("WARNING: {w}");
+        }
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -308,6 +317,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                     tls,
                     tls_probe_error,
                     time_to_recover_us: result.recovery.get(i).copied().unwrap_or_default(),
+                    protocol_options: result.protocol.get(i).cloned().flatten(),
                 }
             })
             .collect(),

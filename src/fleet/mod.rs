@@ -17,6 +17,7 @@ pub mod control;
 pub mod failure;
 pub mod lifecycle;
 pub mod pacer;
+pub mod protocol;
 pub mod session;
 mod shadow;
 mod traffic;
@@ -33,7 +34,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::identity::{EnsureReport, Fleet, IdentityError};
-use crate::scenario::traffic::matches;
 use crate::scenario::{GroupPlan, Plan};
 use crate::stats::sequence::SequenceTotals;
 use crate::stats::{
@@ -119,6 +119,9 @@ pub struct RunResult {
     pub lifecycle_events: Vec<crate::proxy::timeline::FaultEvent>,
     /// Shadow figures, when any group runs shadow flows.
     pub shadow: Option<Arc<crate::aws::stats::ShadowStats>>,
+    /// Per group: transport, offline windows, retained, shares, refused MQTT 5 options
+    /// (`None` for groups that use none of them).
+    pub protocol: Vec<Option<protocol::GroupProtocolReport>>,
 }
 
 /// What the devices' messages did.
@@ -147,6 +150,7 @@ struct GroupCtx {
     life: Arc<lifecycle::GroupLife>,
     /// Shadow counters and histograms (AWS Device Shadow groups).
     shadow: Arc<crate::aws::stats::ShadowStats>,
+    proto: Arc<protocol::GroupProtocolStats>,
 }
 
 /// How long after the window closes devices get to receive what is still in flight.
@@ -217,6 +221,8 @@ pub async fn run(
         (stop_ticks, handle)
     };
 
+    let proto: Vec<Arc<protocol::GroupProtocolStats>> =
+        plan.groups.iter().map(|_| Default::default()).collect();
     let mut offset = 0;
     for (g, (group, fleet)) in plan.groups.iter().zip(fleets).enumerate() {
         let ctx = Arc::new(GroupCtx {
@@ -231,6 +237,7 @@ pub async fn run(
             control: control.subscribe(),
             life: life.group(g),
             shadow: shadow_stats.clone(),
+            proto: proto[g].clone(),
         });
         offset += group.devices as usize;
         tracker.spawn(spawn_group(
@@ -283,10 +290,15 @@ pub async fn run(
     ticker.0.cancel();
     let mut aggregator = ticker.1.await.expect("aggregator task does not panic");
     let last = aggregator.tick();
+    let (sequence, per_group) = if has_traffic {
+        protocol::settle_sequences(plan, &recorder)
+    } else {
+        Default::default()
+    };
     let traffic = has_traffic.then(|| TrafficResult {
         window,
         latency: aggregator.traffic_latency().clone(),
-        sequence: sequence_totals(plan, &recorder),
+        sequence,
         sent_not_acked: (0..plan.groups.len())
             .filter(|&g| plan.groups[g].publish.as_ref().is_some_and(|p| p.qos > 0))
             .map(|g| recorder.group_counts(g).unacked())
@@ -328,6 +340,7 @@ pub async fn run(
             .collect(),
         intervals: aggregator.take_intervals(),
         shadow: has_shadow.then_some(shadow_stats),
+        protocol: protocol::reports(plan, &proto, &per_group),
     }
 }
 
@@ -361,37 +374,6 @@ async fn settle(plan: &Plan, recorder: &Recorder) {
             break;
         }
     }
-}
-
-/// Settles loss per subscriber: each expects every message of the publishers whose topic
-/// matches one of its filters.
-fn sequence_totals(plan: &Plan, recorder: &Recorder) -> SequenceTotals {
-    let mut publishers = Vec::new();
-    let mut offset = 0usize;
-    for group in &plan.groups {
-        if let Some(p) = &group.publish {
-            for i in 0..group.devices as usize {
-                let client_id = group.client_id.render_index(i as u64);
-                let topic = p.topic_for(&group.name, &client_id, i as u64);
-                publishers.push(((offset + i) as u32, topic));
-            }
-        }
-        offset += group.devices as usize;
-    }
-    let mut expected_by_group: Vec<Option<Vec<(u32, u64)>>> = vec![None; plan.groups.len()];
-    let mut totals = SequenceTotals::default();
-    for sub in recorder.take_subscribers() {
-        let expected = expected_by_group[sub.group].get_or_insert_with(|| {
-            let filters = &plan.groups[sub.group].subscribe;
-            publishers
-                .iter()
-                .filter(|(_, topic)| filters.iter().any(|f| matches(&f.filter, topic)))
-                .map(|(id, _)| (*id, recorder.publisher_sent(*id as usize)))
-                .collect()
-        });
-        totals += sub.tracker.totals(expected);
-    }
-    totals
 }
 
 /// Starts a group's devices on its pacer's schedule, never more than `max_in_flight`
@@ -513,28 +495,35 @@ async fn device(
             return;
         }
     };
-    let mut session = Session::new(SessionOptions {
-        client_id: client_id.clone(),
-        host: &ctx.endpoint.host,
-        port: ctx.endpoint.port,
-        protocol: ctx.plan.protocol,
-        keepalive: ctx.plan.keepalive,
-        clean_session: ctx.plan.clean_session,
-        timeout: ctx.plan.connect.timeout,
-        tls,
-    });
+    let mut session = Session::with_options(
+        SessionOptions {
+            client_id: client_id.clone(),
+            host: &ctx.endpoint.host,
+            port: ctx.endpoint.port,
+            protocol: ctx.plan.protocol,
+            keepalive: ctx.plan.keepalive,
+            clean_session: ctx.plan.clean_session,
+            timeout: ctx.plan.connect.timeout,
+            tls,
+        },
+        &ctx.plan.options,
+    );
     if let Some(will) = &ctx.plan.lifecycle.will {
         lifecycle::set_will(&mut session, will, &ctx.plan.name, &client_id, index as u64);
     }
 
     counters.connecting.fetch_add(1, Relaxed);
+    let mut connack = None;
     let started = Instant::now();
     let outcome = tokio::select! {
         biased;
         _ = stop.cancelled() => None,
-        r = timeout(ctx.plan.connect.timeout, session.connect()) => Some(r),
+        r = timeout(ctx.plan.connect.timeout, session.connect_noting(&mut connack)) => Some(r),
     };
     let took = started.elapsed();
+    if let Some(facts) = &connack {
+        ctx.proto.note_connack(facts, &ctx.plan);
+    }
     counters.connecting.fetch_sub(1, Relaxed);
     drop(permit);
     match outcome {

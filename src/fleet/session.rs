@@ -9,6 +9,7 @@ use std::time::Duration;
 use rumqttc::{v5, NetworkOptions};
 
 use super::failure::Failure;
+use crate::scenario::protocol::GroupOptions;
 use crate::scenario::{Protocol, SubscribePlan};
 use crate::tls::device::DeviceTls;
 
@@ -52,14 +53,21 @@ pub enum Session {
 impl Session {
     /// Prepares a session; nothing is sent until [`Session::connect`].
     pub fn new(o: SessionOptions<'_>) -> Session {
+        Session::with_options(o, &GroupOptions::default())
+    }
+
+    /// [`Session::new`] with a group's transport and MQTT 5 options (see
+    /// [`super::protocol`]).
+    pub fn with_options(o: SessionOptions<'_>, g: &GroupOptions) -> Session {
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         // rumqttc's own timeout must not fire before ours.
         net.set_connection_timeout(o.timeout.as_secs() + 1);
-        let transport = o.tls.transport(o.host, &mut net);
+        let transport = super::protocol::transport(&g.transport, &o.tls, o.host, &mut net);
+        let addr = g.transport.broker_addr(o.host, o.port);
         match o.protocol {
             Protocol::V311 => {
-                let mut opts = rumqttc::MqttOptions::new(o.client_id, o.host, o.port);
+                let mut opts = rumqttc::MqttOptions::new(o.client_id, addr, o.port);
                 opts.set_transport(transport)
                     .set_keep_alive(o.keepalive)
                     .set_clean_session(o.clean_session)
@@ -69,12 +77,13 @@ impl Session {
                 Session::V311(client, events)
             }
             Protocol::V5 => {
-                let mut opts = v5::MqttOptions::new(o.client_id, o.host, o.port);
+                let mut opts = v5::MqttOptions::new(o.client_id, addr, o.port);
                 opts.set_transport(transport)
                     .set_keep_alive(o.keepalive)
                     .set_clean_start(o.clean_session)
                     .set_outgoing_inflight_upper_limit(INFLIGHT)
                     .set_network_options(net);
+                super::protocol::apply_v5(&mut opts, &g.v5);
                 let (client, events) = v5::AsyncClient::new(opts, REQUEST_CAPACITY);
                 Session::V5(client, events)
             }
@@ -85,6 +94,15 @@ impl Session {
     /// the broker kept a session (then rumqttc re-sends unacknowledged messages). Also
     /// reconnects a session that failed: rumqttc connects again on the next poll.
     pub async fn connect(&mut self) -> Result<bool, Failure> {
+        self.connect_noting(&mut None).await
+    }
+
+    /// [`Session::connect`], keeping an MQTT 5 CONNACK's properties in `connack` (what the
+    /// broker granted of the options asked for, see [`super::protocol`]).
+    pub async fn connect_noting(
+        &mut self,
+        connack: &mut Option<super::protocol::ConnAckFacts>,
+    ) -> Result<bool, Failure> {
         match self {
             Session::V311(_, events) => match events.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))
@@ -105,6 +123,7 @@ impl Session {
                 Ok(v5::Event::Incoming(v5::Incoming::ConnAck(ack)))
                     if ack.code == v5::mqttbytes::v5::ConnectReturnCode::Success =>
                 {
+                    *connack = Some(super::protocol::ConnAckFacts::of(&ack));
                     Ok(ack.session_present)
                 }
                 Ok(other) => Err(Failure::new(
@@ -168,6 +187,7 @@ impl Session {
                     pkid: c.pkid,
                     refused: None,
                 }),
+                Ok(E4::Incoming(P4::Publish(p))) if p.retain => Ok(Seen::Retained(p.payload)),
                 Ok(E4::Incoming(P4::Publish(p))) => Ok(Seen::Received(p.payload, p.topic.into())),
                 Ok(E4::Incoming(P4::SubAck(s))) => {
                     let refused = s
@@ -201,6 +221,7 @@ impl Session {
                     refused: (!matches!(c.reason, PubCompReason::Success))
                         .then(|| format!("{:?}", c.reason)),
                 }),
+                Ok(E5::Incoming(P5::Publish(p))) if p.retain => Ok(Seen::Retained(p.payload)),
                 Ok(E5::Incoming(P5::Publish(p))) => Ok(Seen::Received(p.payload, p.topic)),
                 Ok(E5::Incoming(P5::SubAck(s))) => {
                     let mut refusals = s
@@ -231,6 +252,33 @@ impl Session {
                 })) => Err(disconnected_v5(reason_code, reason_string.as_deref())),
                 Err(e) => Err(lost(&e)),
             },
+        }
+    }
+
+    /// MQTT 5 PUBLISH with properties (topic alias, user properties, message expiry); `false`
+    /// when the request queue is full. A 3.1.1 session has no properties: a plain PUBLISH.
+    pub fn try_publish_v5(
+        &self,
+        topic: &str,
+        qos: u8,
+        retain: bool,
+        payload: Vec<u8>,
+        properties: v5::mqttbytes::v5::PublishProperties,
+    ) -> bool {
+        match self {
+            Session::V311(..) => self.try_publish(topic, qos, retain, payload),
+            Session::V5(client, _) => client
+                .try_publish_with_properties(topic, v5_qos(qos), retain, payload, properties)
+                .is_ok(),
+        }
+    }
+
+    /// Drops the connection at once without DISCONNECT's wait; the next
+    /// [`Session::connect`] opens a new one (used after a DISCONNECT was written).
+    pub fn drop_connection(&mut self) {
+        match self {
+            Session::V311(_, events) => events.clean(),
+            Session::V5(_, events) => events.clean(),
         }
     }
 
@@ -281,6 +329,8 @@ pub enum Seen {
     /// A message arrived on a subscription: payload, topic (moved out of rumqttc's packet,
     /// not copied).
     Received(bytes::Bytes, bytes::Bytes),
+    /// A retained message arrived (the broker's stored one, sent because we subscribed).
+    Retained(bytes::Bytes),
     /// SUBACK; `refused` filters were not granted.
     SubAcked {
         /// Filters the broker refused.

@@ -88,6 +88,14 @@ pub(super) async fn serve(
         .reconnect
         .map(|p| super::backoff::Backoff::new(p, ctx.seed ^ (global as u64).rotate_left(29)));
     let mut life = super::lifecycle::DeviceLife::new(ctx, global);
+    // Offline window, MQTT 5 publish properties, retained counts: see `super::protocol`.
+    let proto = &*ctx.proto;
+    let mut pub_props = super::protocol::PublishProps::new(&ctx.plan.options.v5);
+    if let Some(p) = pub_props.as_mut() {
+        p.connected(proto.alias_allowed());
+    }
+    let mut offline = super::protocol::OfflineTracker::default();
+    let mut offline_due: Option<Instant> = None;
 
     let result = loop {
         // When the next message may go: its intended time (open model), or now while the
@@ -123,6 +131,9 @@ pub(super) async fn serve(
                 }
                 window = *window_rx.borrow_and_update();
                 awaiting_window = window.is_none();
+                if let (Some(w), Some(o)) = (window, ctx.plan.options.offline) {
+                    offline_due = Some(w.start + o.at);
+                }
                 if let (Some(w), Some(p)) = (window, publish) {
                     if let Some(rate) = p.rate {
                         // rather than all at the same instant.
@@ -166,7 +177,17 @@ pub(super) async fn serve(
                 let ctx_render = RenderCtx { header, elapsed: now - w.start, unix_ms: unix_ms() };
                 p.payload.render(&ctx_render, &mut payload_state, &mut buf);
                 let topic = topic.as_deref().expect("publishers have a topic");
-                if session.try_publish(topic, p.qos, p.retain, buf.clone()) {
+                let handed_over = match pub_props.as_ref() {
+                    None => session.try_publish(topic, p.qos, p.retain, buf.clone()),
+                    Some(props) => {
+                        let (topic, props) = props.properties(topic);
+                        session.try_publish_v5(topic, p.qos, p.retain, buf.clone(), props)
+                    }
+                };
+                if handed_over {
+                    if let Some(props) = pub_props.as_mut() {
+                        props.sent();
+                    }
                     seq += 1;
                     handed.push_back(Handed { intended, len: buf.len() as u64 });
                 } else {
@@ -175,6 +196,80 @@ pub(super) async fn serve(
                     owed = Some(intended);
                     blocked = true;
                 }
+            }
+            _ = sleep_until(offline_due.unwrap_or_else(Instant::now).into()), if offline_due.is_some() => {
+                // The group's offline window: DISCONNECT (the broker keeps a persistent
+                // session and queues for it), stay away, connect again.
+                offline_due = None;
+                let o = ctx.plan.options.offline.expect("offline_due implies a window");
+                offline.went_offline((Instant::now() - epoch).as_nanos() as u64);
+                proto.offline_periods.fetch_add(1, Relaxed);
+                super::protocol::disconnect_counting(session, super::DISCONNECT_WITHIN, tracker.as_mut(), counters).await;
+                counters.connected.fetch_sub(1, Relaxed);
+                let away = tokio::select! {
+                    biased;
+                    _ = end.cancelled() => false,
+                    _ = stop.cancelled() => false,
+                    _ = tokio::time::sleep(o.duration) => true,
+                };
+                if !away {
+                    break Ok(false);
+                }
+                let outcome = tokio::select! {
+                    biased;
+                    _ = end.cancelled() => None,
+                    r = tokio::time::timeout(ctx.plan.connect.timeout, session.connect()) => Some(r),
+                };
+                let session_present = match outcome {
+                    None => break Ok(false),
+                    Some(Ok(Ok(present))) => present,
+                    Some(failed) => {
+                        let failure = match failed {
+                            Ok(Err(f)) => f,
+                            _ => Failure::new("connect timeout", format!("no CONNACK within {:?}", ctx.plan.connect.timeout)),
+                        };
+                        rec.error(failure.class, format!("{client_id}: return from offline: {}", failure.detail));
+                        let retried = match backoff.as_mut() {
+                            Some(b) => super::reconnect(ctx, client_id, session, b, stop, &life).await,
+                            None => None,
+                        };
+                        match retried {
+                            Some(present) => present,
+                            None => {
+                                proto.return_failed.fetch_add(1, Relaxed);
+                                break Ok(false);
+                            }
+                        }
+                    }
+                };
+                counters.connected.fetch_add(1, Relaxed);
+                offline.returned((Instant::now() - epoch).as_nanos() as u64, Instant::now());
+                let returned = if session_present { &proto.returned_with_session } else { &proto.returned_without_session };
+                returned.fetch_add(1, Relaxed);
+                if let Some(p) = pub_props.as_mut() {
+                    p.connected(proto.alias_allowed());
+                }
+                if !session_present {
+                    if tracker.is_some() && !session.try_subscribe(&ctx.plan.subscribe) {
+                        rec.error("protocol error", format!("{client_id}: SUBSCRIBE could not be queued after returning"));
+                    }
+                    counters.never_sent.fetch_add(handed.len() as u64, Relaxed);
+                    handed.clear();
+                    inflight.iter_mut().for_each(|slot| *slot = None);
+                    counters.abandoned.fetch_add(outstanding as u64, Relaxed);
+                    outstanding = 0;
+                }
+                // A publisher's schedule resumes now: what fell due while away is not sent late.
+                if let (Some(s), Some(w)) = (schedule.as_mut(), window) {
+                    let now = Instant::now();
+                    let mut next = owed.take().unwrap_or_else(|| s.next_due().into_std());
+                    while next < now && next < w.end {
+                        counters.never_sent.fetch_add(1, Relaxed);
+                        next = s.next_due().into_std();
+                    }
+                    owed = Some(next);
+                }
+                blocked = false;
             }
             seen = super::lifecycle::next(session, &mut life, handed.is_empty() && outstanding == 0, !stop.is_cancelled()) => {
                 blocked = false;
@@ -188,6 +283,9 @@ pub(super) async fn serve(
                             Rejoined::Gone => break Ok(false),
                         };
                         blocked = false;
+                        if let Some(p) = pub_props.as_mut() {
+                            p.connected(proto.alias_allowed());
+                        }
                         if tracker.is_some() && !session.try_subscribe(&ctx.plan.subscribe) {
                             rec.error("protocol error", format!("{client_id}: SUBSCRIBE could not be queued after a reconnect"));
                         }
@@ -257,6 +355,7 @@ pub(super) async fn serve(
                             continue;
                         };
                         t.record(h.publisher, h.seq);
+                        offline.on_received(h.sent_ns, now);
                         let now_ns = (now - epoch).as_nanos() as u64;
                         let intended = epoch + Duration::from_nanos(h.intended_ns);
                         let steady = window.is_some_and(|w| w.is_steady(intended));
@@ -267,6 +366,11 @@ pub(super) async fn serve(
                         let ns = |from: u64| Duration::from_nanos(now_ns.saturating_sub(from));
                         samples.record(rec, Metric::E2eCorrected, steady, ns(h.intended_ns), now);
                         samples.record(rec, Metric::E2eUncorrected, steady, ns(h.sent_ns), now);
+                    }
+                    Ok(Seen::Retained(_)) => {
+                        // The broker's stored message, sent because we subscribed: counted apart
+                        // (its sequence number may repeat one already received).
+                        proto.retained.fetch_add(1, Relaxed);
                     }
                     Ok(Seen::SubAcked { refused, reason: Some(reason) }) => {
                         rec.error("mqtt: subscribe refused", format!("{client_id}: {refused} filter(s) refused (SUBACK {reason})"));
@@ -281,6 +385,7 @@ pub(super) async fn serve(
         // The session is gone for good: its unacknowledged messages never will be.
         counters.abandoned.fetch_add(outstanding as u64, Relaxed);
     }
+    offline.finish(proto);
     samples.flush(rec, Instant::now());
     if publish.is_some() {
         rec.publisher_done(global, written);

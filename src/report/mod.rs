@@ -173,6 +173,10 @@ pub struct GroupReport {
     pub tls_probe_error: Option<String>,
     /// Loss of a session -> CONNACK of its reconnect, microseconds (p50/max are the headline).
     pub time_to_recover_us: Percentiles,
+    /// Transport, persistent sessions and offline windows, retained, shares and MQTT 5 options
+    /// the broker refused; absent when the group uses none of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_options: Option<crate::fleet::protocol::GroupProtocolReport>,
 }
 
 /// Phase durations, seconds.
@@ -439,6 +443,11 @@ impl Report {
                 (None, None) => continue,
             };
             let _ = writeln!(s, "  tls        {}: {tls}", g.name);
+        }
+        for g in &self.groups {
+            if let Some(p) = &g.protocol_options {
+                let _ = write!(s, "{}", crate::fleet::protocol::summary(&g.name, p));
+            }
         }
         if let Some(t) = &self.traffic {
             let w = &t.steady;

@@ -57,6 +57,7 @@ mod error;
 mod expect;
 pub mod faults;
 pub mod lifecycle;
+pub mod protocol;
 mod raw;
 pub mod reconnect;
 pub mod shadow;
@@ -222,6 +223,8 @@ pub struct GroupPlan {
     pub lifecycle: lifecycle::LifecyclePlan,
     /// AWS IoT Device Shadow flows instead of publish/subscribe traffic (`shadow = {...}`).
     pub shadow: Option<shadow::ShadowPlan>,
+    /// Transport, offline window, shared subscription, MQTT 5 options (see [`protocol`]).
+    pub options: protocol::GroupOptions,
 }
 
 /// Connect pacing of one group.
@@ -355,7 +358,18 @@ fn validate(
         Some(raw) => identity(src, raw)?,
         None => IdentityPlan::default(),
     };
-    let groups = groups(src, raw.group.as_ref(), default_protocol)?;
+    let transport = protocol::transport(
+        src,
+        target == Target::Embedded,
+        raw.target
+            .as_ref()
+            .map_or_else(Default::default, |t| protocol::RawTransport {
+                transport: t.get_ref().transport.as_ref(),
+                path: t.get_ref().path.as_ref(),
+            }),
+    )?;
+    let groups = groups(src, raw.group.as_ref(), default_protocol, &transport)?;
+    protocol::check_groups(src, &groups, duration)?;
     let mut expect = expect::expectations(src, raw.expect.as_ref(), &groups)?;
     let (from_policy, policy) =
         expect::from_policy(src, raw.policy.as_ref(), &groups, expect.len())?;
@@ -591,6 +605,7 @@ fn groups(
     src: &Source<'_>,
     raw: Option<&Spanned<Vec<Spanned<RawGroup>>>>,
     default_protocol: Protocol,
+    transport: &protocol::Transport,
 ) -> Result<Vec<GroupPlan>, ScenarioError> {
     let none = "no [[group]] (expected at least one [[group]] with name, devices and client_id)";
     let raw = match raw {
@@ -605,7 +620,16 @@ fn groups(
     let mut scheduled = 0f64;
     for (i, g) in raw.iter().enumerate() {
         let g = g.get_ref();
-        let plan = group(src, i, g, default_protocol)?;
+        let mut plan = group(src, i, g, default_protocol)?;
+        let key = |k: &str| format!("group[{i}].{k}");
+        plan.options = protocol::group_options(
+            src,
+            &key,
+            &plan,
+            g.offline.as_ref(),
+            g.v5.as_ref(),
+            transport,
+        )?;
         if let Some(first) = names.insert(plan.name.clone(), i) {
             return Err(src.at(
                 g.name.span().start,
@@ -753,6 +777,7 @@ fn group(
             g.will.as_ref(),
         )?,
         shadow: shadow::shadow(src, &key("shadow"), g)?,
+        options: protocol::GroupOptions::default(),
     })
 }
 

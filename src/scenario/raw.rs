@@ -46,6 +46,10 @@ pub(super) struct RawTarget {
     pub sni: Option<Spanned<String>>,
     /// TLS versions, cipher suites, ALPN.
     pub tls: Option<Spanned<RawTls>>,
+    /// `"mqtts"` | `"wss"` | `"ws"` | `"tcp"`: checked in `protocol.rs`.
+    pub transport: Option<Spanned<String>>,
+    /// WebSocket URL path: checked in `protocol.rs`.
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[target].tls = { ... }`.
@@ -95,6 +99,10 @@ pub(super) struct RawGroup {
     pub shadow: Option<Spanned<super::shadow::RawShadow>>,
     /// AWS IoT fleet provisioning by claim: not built yet.
     pub provision: Option<Spanned<IgnoredAny>>,
+    /// `{ at, for }`: checked in `protocol.rs`.
+    pub offline: Option<Spanned<super::protocol::RawOffline>>,
+    /// MQTT 5 options: checked in `protocol.rs`.
+    pub v5: Option<Spanned<super::protocol::RawV5>>,
 }
 
 /// A group's `publish = { ... }`.

@@ -76,6 +76,30 @@ impl SequenceTracker {
         }
     }
 
+    /// Adds another subscriber's view to this one, as if one subscriber had received both:
+    /// a message both received is a duplicate. Members of a shared subscription are settled
+    /// this way, since the broker hands each message to only one of them.
+    pub fn absorb(&mut self, other: &SequenceTracker) {
+        if other.publishers.len() > self.publishers.len() {
+            self.publishers
+                .resize(other.publishers.len(), PublisherSeen::default());
+        }
+        for (s, o) in self.publishers.iter_mut().zip(&other.publishers) {
+            if o.seen.len() > s.seen.len() {
+                s.seen.resize(o.seen.len(), 0);
+            }
+            let mut overlap = 0u64;
+            for (a, b) in s.seen.iter_mut().zip(&o.seen) {
+                overlap += u64::from((*a & *b).count_ones());
+                *a |= *b;
+            }
+            s.unique = s.unique + o.unique - overlap;
+            s.duplicates += o.duplicates + overlap;
+            s.reordered += o.reordered;
+            s.next = s.next.max(o.next);
+        }
+    }
+
     /// Settles the counts. `expected` lists the publishers this subscriber should hear, with
     /// how many messages each sent (sequence numbers `0..sent`).
     pub fn totals(&self, expected: &[(u32, u64)]) -> SequenceTotals {
@@ -122,6 +146,23 @@ mod tests {
         assert_eq!(totals.reordered, 1);
         // publisher 0: 300 sent, 4 unique -> 296 lost; publisher 7: all 12 lost.
         assert_eq!(totals.lost, 296 + 12);
+    }
+
+    #[test]
+    fn members_of_a_share_are_settled_together() {
+        // Publisher 0 sent 0..10: member a got the even ones, member b the odd ones and 4 again.
+        let (mut a, mut b) = (SequenceTracker::default(), SequenceTracker::default());
+        for seq in (0..10).step_by(2) {
+            a.record(0, seq);
+        }
+        for seq in (1..10).step_by(2).chain([4]) {
+            b.record(0, seq);
+        }
+        // Alone, each member would count the other's half as lost.
+        assert_eq!(a.totals(&[(0, 10)]).lost, 5);
+        a.absorb(&b);
+        let t = a.totals(&[(0, 10)]);
+        assert_eq!((t.unique, t.duplicates, t.lost), (10, 1, 0));
     }
 
     #[test]

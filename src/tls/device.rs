@@ -78,6 +78,20 @@ impl DeviceTls {
         }
     }
 
+    /// The rumqttc transport for MQTT over secure WebSocket: rumqttc's own wss with rustls,
+    /// or plain WebSocket over this TLS session (OpenSSL, or a separate server name).
+    pub fn websocket_transport(&self, host: &str, net: &mut NetworkOptions) -> Transport {
+        match self {
+            DeviceTls::Rustls { config, sni: None } => {
+                Transport::wss_with_config(TlsConfiguration::Rustls(config.clone()))
+            }
+            _ => {
+                net.set_stream_layer(self.stream_layer(host));
+                Transport::Ws
+            }
+        }
+    }
+
     /// The closure rumqttc calls with each new TCP connection (built once per session).
     fn stream_layer(&self, host: &str) -> StreamLayer {
         let name: Arc<str> = Arc::from(self.server_name(host));
