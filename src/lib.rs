@@ -33,6 +33,7 @@
 //!   figures against a known truth.
 //! - [`expect`]: authorization probes: one device, one action, allow or deny, and the signal.
 //! - [`policy`]: AWS IoT Core policies offline: document model, evaluator, lint.
+//! - [`shard`]: `run --shard i/N` slices of the fleet; `merge` puts shard reports together.
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
 //!
@@ -51,6 +52,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod report;
 pub mod scenario;
+pub mod shard;
 pub mod shutdown;
 pub mod slo;
 pub mod stats;

@@ -6,7 +6,9 @@ mod certs;
 mod check;
 mod compare;
 mod outputs;
+mod merge;
 mod policy;
+mod processes;
 mod proxy;
 mod report;
 mod run;
@@ -56,7 +58,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Proxy(args) => proxy::run(args).map(|()| Outcome::Done),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Compare(args) => compare::run(args),
-        Command::Merge(_) => Err(NotBuiltYet("merge").into()),
+        Command::Merge(args) => merge::run(args),
         Command::Report(args) => report::run(args).map(|()| Outcome::Done),
     }
 }

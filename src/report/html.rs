@@ -763,6 +763,8 @@ mod tests {
             faults: Vec::new(),
             expectations: None,
             slos: Vec::new(),
+            shard: None,
+            merged: None,
             client: ClientUsage {
                 cpu_s: 0.0,
                 cpu_ms_per_connect: 0.0,

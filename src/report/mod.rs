@@ -6,6 +6,7 @@ pub mod compare;
 pub mod hlog;
 pub mod junit;
 mod load;
+pub mod merge;
 
 pub use load::LoadError;
 
@@ -82,6 +83,12 @@ pub struct Report {
     /// Each service-level objective, evaluated (scenario `[slo]` first, then `--slo` flags).
     #[serde(default)]
     pub slos: Vec<crate::slo::SloOutcome>,
+    /// `run --shard i/N`: which shard this is and the device indices it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::ShardInfo>,
+    /// A report made by `thingswarm merge` (or `run --processes`): the shards it combines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<crate::shard::MergeInfo>,
 }
 
 /// The scenario file echoed into the report, so a result is reproducible from it alone.
@@ -166,6 +173,9 @@ pub struct GroupReport {
     pub tls_probe_error: Option<String>,
     /// Loss of a session -> CONNACK of its reconnect, microseconds (p50/max are the headline).
     pub time_to_recover_us: Percentiles,
+    /// The same, HdrHistogram V2+deflate, base64 (for lossless shard merges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_recover_hdr: Option<String>,
 }
 
 /// Phase durations, seconds.
@@ -391,6 +401,29 @@ impl Report {
         } else {
             0.0
         };
+        if let Some(sh) = &self.shard {
+            let _ = writeln!(
+                s,
+                "  shard      {}/{} (0-based): devices k with k mod {} = {} of each group",
+                sh.index, sh.count, sh.count, sh.index
+            );
+        }
+        if let Some(m) = &self.merged {
+            let missing = if m.missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " — PARTIAL: shards {:?} missing",
+                    m.missing
+                )
+            };
+            let _ = writeln!(
+                s,
+                "  merged     {} of {} shards{missing}",
+                m.shards.len(),
+                m.count
+            );
+        }
         let _ = writeln!(
             s,
             "  connected  {}/{} ({pct:.1}%)  failed {}  dropped {}  closed {}  cancelled {}",
