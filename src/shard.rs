@@ -21,9 +21,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::stats::{
-    Counts, Distribution, ErrorRow, MessageLatency, Percentiles, Phase, Snapshot,
-};
+use crate::stats::{Counts, Distribution, ErrorRow, MessageLatency, Percentiles, Phase, Snapshot};
 
 /// Largest shard count accepted (far beyond any fleet a single broker test needs).
 pub const MAX_SHARDS: u32 = 10_000;
@@ -45,7 +43,9 @@ impl Default for Shard {
 
 /// `--shard` could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("--shard {value:?}: {why} (expected i/N with 0 <= i < N <= {MAX_SHARDS}, 0-based, e.g. 0/4)")]
+#[error(
+    "--shard {value:?}: {why} (expected i/N with 0 <= i < N <= {MAX_SHARDS}, 0-based, e.g. 0/4)"
+)]
 pub struct ShardError {
     /// The value as given.
     pub value: String,
@@ -260,7 +260,11 @@ fn sum_distribution(a: Distribution, b: &Distribution) -> Distribution {
 /// histograms; the merged report's percentiles are exact).
 pub fn aggregate(parts: &[Snapshot]) -> Snapshot {
     let mut all = Snapshot {
-        phase: parts.iter().map(|p| p.phase).min_by_key(|p| phase_rank(*p)).unwrap_or_default(),
+        phase: parts
+            .iter()
+            .map(|p| p.phase)
+            .min_by_key(|p| phase_rank(*p))
+            .unwrap_or_default(),
         ..Snapshot::default()
     };
     let mut errors: BTreeMap<String, ErrorRow> = BTreeMap::new();
@@ -321,6 +325,13 @@ mod tests {
         assert_eq!(s.indices().collect::<Vec<_>>(), [1, 4, 7]);
         assert_eq!(Shard { index: 5, count: 8 }.slice(3).count, 0);
         assert_eq!(Shard { index: 0, count: 3 }.share(10), 4);
-        assert_eq!(Shard { index: 0, count: 30 }.share(10), 1);
+        assert_eq!(
+            Shard {
+                index: 0,
+                count: 30
+            }
+            .share(10),
+            1
+        );
     }
 }

@@ -155,7 +155,9 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
                 exporters.clone(),
             ));
         }
-        let progress = ui.is_none().then(|| tokio::spawn(progress_lines(rx.clone())));
+        let progress = ui
+            .is_none()
+            .then(|| tokio::spawn(progress_lines(rx.clone())));
         let latest = Arc::new(Mutex::new(vec![Snapshot::default(); n as usize]));
         let mut children = Vec::new();
         for i in 0..n {
@@ -235,9 +237,10 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
             format!(
                 "shard {} {} (see {}: {})",
                 e.shard,
-                e.code.map_or("was killed by a signal".to_string(), |c| format!(
-                    "exited with code {c}"
-                )),
+                e.code
+                    .map_or("was killed by a signal".to_string(), |c| format!(
+                        "exited with code {c}"
+                    )),
                 e.dir.join("run.log").display(),
                 last_line(&e.dir.join("run.log"))
             )
@@ -306,7 +309,12 @@ fn child_error(failed: &[&ChildEnd], message: String) -> anyhow::Error {
 fn last_line(log: &Path) -> String {
     std::fs::read_to_string(log)
         .ok()
-        .and_then(|s| s.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "no log".into())
 }
 

@@ -360,12 +360,13 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
             .ok()
         })
         .min()
-        .map_or(std::time::SystemTime::UNIX_EPOCH, std::time::SystemTime::from);
+        .map_or(
+            std::time::SystemTime::UNIX_EPOCH,
+            std::time::SystemTime::from,
+        );
     let intervals = to_intervals(base, &per_second);
 
-    report
-        .definitions
-        .insert("merge".into(), DEFINITION.into());
+    report.definitions.insert("merge".into(), DEFINITION.into());
     report.shard = None;
     report.merged = Some(MergeInfo {
         count,
@@ -447,9 +448,21 @@ fn merge_figures(
         sums.1 += f.delivered;
         sums.2 += f.delivered_bytes;
         let add = Adder { path };
-        add.add(&mut h[0], &f.ack_latency_us.hdr, &format!("traffic.{window}.ack_latency_us"))?;
-        add.add(&mut h[1], &f.ack_corrected_us.hdr, &format!("traffic.{window}.ack_corrected_us"))?;
-        add.add(&mut h[2], &f.e2e_corrected_us.hdr, &format!("traffic.{window}.e2e_corrected_us"))?;
+        add.add(
+            &mut h[0],
+            &f.ack_latency_us.hdr,
+            &format!("traffic.{window}.ack_latency_us"),
+        )?;
+        add.add(
+            &mut h[1],
+            &f.ack_corrected_us.hdr,
+            &format!("traffic.{window}.ack_corrected_us"),
+        )?;
+        add.add(
+            &mut h[2],
+            &f.e2e_corrected_us.hdr,
+            &format!("traffic.{window}.e2e_corrected_us"),
+        )?;
         add.add(
             &mut h[3],
             &f.e2e_uncorrected_us.hdr,

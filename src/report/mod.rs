@@ -412,10 +412,7 @@ impl Report {
             let missing = if m.missing.is_empty() {
                 String::new()
             } else {
-                format!(
-                    " — PARTIAL: shards {:?} missing",
-                    m.missing
-                )
+                format!(" — PARTIAL: shards {:?} missing", m.missing)
             };
             let _ = writeln!(
                 s,
