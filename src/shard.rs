@@ -320,6 +320,53 @@ mod tests {
     }
 
     #[test]
+    fn aggregate_sums_counters_and_keeps_the_worst_latency() {
+        let mut a = Snapshot {
+            planned: 5,
+            phase: Phase::Hold,
+            groups: vec![Counts {
+                connected: 5,
+                ..Counts::default()
+            }],
+            connects_per_s: 10.0,
+            ..Snapshot::default()
+        };
+        a.totals.connected = 5;
+        a.connect_total = Percentiles {
+            count: 5,
+            p99: 900,
+            ..Percentiles::default()
+        };
+        a.distribution.connect.0[3] = 5;
+        a.errors.push(ErrorRow {
+            class: "tls: unknown CA".into(),
+            count: 2,
+            example: "x".into(),
+        });
+        let mut b = a.clone();
+        b.phase = Phase::Ramp;
+        b.connect_total.p99 = 2_000;
+        b.elapsed = std::time::Duration::from_secs(3);
+        // A line survives the trip through a child's stdout.
+        let line = format!("{SNAPSHOT_PREFIX}{}", serde_json::to_string(&b).unwrap());
+        let b = parse_snapshot_line(&line).unwrap();
+        assert!(parse_snapshot_line("  connected 3/3").is_none());
+        let all = aggregate(&[a, b]);
+        assert_eq!((all.planned, all.totals.connected), (10, 10));
+        assert_eq!(all.groups[0].connected, 10);
+        assert_eq!(all.connects_per_s, 20.0);
+        assert_eq!(all.phase, Phase::Ramp, "the least advanced shard's phase");
+        assert_eq!(all.elapsed, std::time::Duration::from_secs(3));
+        assert_eq!(
+            (all.connect_total.count, all.connect_total.p99),
+            (10, 2_000)
+        );
+        assert_eq!(all.distribution.connect.0[3], 10);
+        assert_eq!(all.errors.len(), 1);
+        assert_eq!(all.errors[0].count, 4);
+    }
+
+    #[test]
     fn slices_are_strided() {
         let s = Shard { index: 1, count: 3 }.slice(8);
         assert_eq!(s.indices().collect::<Vec<_>>(), [1, 4, 7]);

@@ -63,8 +63,8 @@ pub(super) fn write(out: &Path, merged: Merged, slos: &[Slo]) -> anyhow::Result<
         .as_ref()
         .map(|e| e.summary())
         .unwrap_or_default();
-    print!(
-        "{expect_summary}{}  report     {}\n",
+    println!(
+        "{expect_summary}{}  report     {}",
         report.summary(),
         out.join("report.json").display()
     );
