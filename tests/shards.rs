@@ -461,3 +461,57 @@ publish = { topic = "dt/{client_id}/t", qos = 1, rate = "5/s" }
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("connected  10/10"), "{stdout}");
 }
+
+#[test]
+fn deploy_manifest_is_an_indexed_job_that_maps_the_completion_index_to_the_shard() {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string("deploy/job.yaml").unwrap();
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["PersistentVolumeClaim", "Job", "Pod"]);
+    let job = &docs[1]["spec"];
+    assert_eq!(job["completionMode"], "Indexed");
+    assert_eq!(job["template"]["spec"]["restartPolicy"], "Never");
+    let container = &job["template"]["spec"]["containers"][0];
+    let shards = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SHARDS")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert_eq!(job["completions"].as_u64(), Some(shards));
+    assert_eq!(job["parallelism"].as_u64(), Some(shards));
+    let command = container["command"][2].as_str().unwrap();
+    assert!(
+        command.contains(r#"--shard "${JOB_COMPLETION_INDEX}/${SHARDS}""#),
+        "{command}"
+    );
+    assert!(
+        command.contains("/results/shard-${JOB_COMPLETION_INDEX}"),
+        "{command}"
+    );
+    // Every volume a container mounts is declared.
+    let volumes: Vec<&str> = job["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for c in ["initContainers", "containers"] {
+        for m in job["template"]["spec"][c][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+        {
+            assert!(volumes.contains(&m["name"].as_str().unwrap()), "{m}");
+        }
+    }
+    let dockerfile = std::fs::read_to_string("deploy/Dockerfile").unwrap();
+    assert!(dockerfile.contains("AS build") && dockerfile.contains("cargo build --release"));
+    assert!(dockerfile.contains("FROM debian:bookworm-slim"));
+}
