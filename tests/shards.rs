@@ -515,3 +515,137 @@ fn deploy_manifest_is_an_indexed_job_that_maps_the_completion_index_to_the_shard
     assert!(dockerfile.contains("AS build") && dockerfile.contains("cargo build --release"));
     assert!(dockerfile.contains("FROM debian:bookworm-slim"));
 }
+
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn ctrl_c_reaches_every_child_and_what_they_wrote_is_merged() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("long.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "long"
+duration = "60s"
+[[group]]
+name = "sensors"
+devices = 6
+client_id = "l-{index:03}"
+publish = { topic = "l/{client_id}", qos = 1, rate = "10/s" }
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let mut parent = std::process::Command::new(env!("CARGO_BIN_EXE_thingswarm"))
+        .arg("run")
+        .arg(&scenario)
+        .args(["--processes", "2", "--no-tui", "--certs-dir"])
+        .arg(tmp.path().join("certs"))
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = parent.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The aggregate progress line shows every child's devices connected and sending.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no aggregate traffic within 90 s: {seen:#?}"
+        );
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!("stderr closed early: {seen:#?}")
+        };
+        let all_sending = line.contains("connected 6/6") && line.contains("sent ");
+        seen.push(line);
+        if all_sending {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child process by its pid.
+    assert_eq!(
+        unsafe { libc::kill(parent.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(status) = parent.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = parent.kill();
+            panic!("--processes parent did not finish within 45 s of SIGINT: {seen:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = rx.try_iter().collect();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen:#?}\n{rest:#?}");
+    let merged = read_json(&out.join("report.json"));
+    assert_eq!(merged["interrupted"], true);
+    assert_eq!(merged["merged"]["shards"], serde_json::json!([0, 1]));
+    assert_eq!(merged["devices"]["connects"], 6);
+    assert!(merged["traffic"]["whole"]["sent"].as_u64().unwrap() > 0);
+    for i in 0..2 {
+        let child = read_json(&out.join(format!("shard-{i}/report.json")));
+        assert_eq!(child["interrupted"], true, "shard {i} saw the interrupt");
+    }
+}
+
+#[test]
+fn a_failing_child_is_reported_with_its_exit_code_after_the_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let ca = thingswarm::identity::Ca::generated(&certs, Default::default(), false).unwrap();
+    let ca_pem = tmp.path().join("ca.pem");
+    std::fs::write(&ca_pem, thingswarm::identity::cache::pem_cert(ca.root())).unwrap();
+    // A closed loopback port: every device is refused, each child exits 3.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = tmp.path().join("out");
+    let target = format!("mqtts://127.0.0.1:{port}");
+    let (code, _, err) = thingswarm(&[
+        os("run"),
+        os("scenarios/quickstart.toml"),
+        os("--processes"),
+        os("2"),
+        os("--no-tui"),
+        os("--target"),
+        os(&target),
+        os("--server-ca"),
+        ca_pem.as_os_str(),
+        os("--certs-dir"),
+        certs.as_os_str(),
+        os("--out"),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("shard 0/2 exited with code 3"), "{err}");
+    assert!(
+        err.contains("no device could reach"),
+        "the child's own reason: {err}"
+    );
+    let merged = Report::load(&out).unwrap();
+    assert_eq!(
+        merged.devices.failed, 300,
+        "what the children wrote is merged"
+    );
+    assert_eq!(merged.errors[0].class, "tcp: refused");
+}
