@@ -445,6 +445,9 @@ publish = { topic = "dt/{client_id}/t", qos = 1, rate = "5/s" }
     );
     assert!(merged["traffic"]["whole"]["sent"].as_u64().unwrap() > 0);
     assert_eq!(merged["target"]["embedded"], true);
+    // Signed once, in the parent; the children only read the cache.
+    assert_eq!(merged["identities"][1]["generated"], 9);
+    assert_eq!(children[1]["identities"][1]["generated"], 0);
     assert_eq!(merged["merged"]["shards"], serde_json::json!([0, 1]));
     assert_eq!(merged["slos"][0]["passed"], true);
     assert!(!merged["timeline"].as_array().unwrap().is_empty());

@@ -65,6 +65,7 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
 
     // Identities once, here: the children find a complete cache.
     let mut fleets = Vec::new();
+    let mut made_here = Vec::new();
     for (group, (fleet, made)) in plan
         .groups
         .iter()
@@ -80,6 +81,7 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
             fleet.meta().signature
         );
         fleets.push(fleet);
+        made_here.push(made);
     }
 
     // One target for every child.
@@ -256,6 +258,12 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
     let usage = rusage::usage();
     let r = &mut merged.report;
     r.target = target;
+    // The children found the cache complete: what was signed, was signed here.
+    for (id, made) in r.identities.iter_mut().zip(&made_here) {
+        id.reused = made.reused;
+        id.generated = made.generated;
+        id.generation_s = made.elapsed.as_secs_f64();
+    }
     r.phases.total_s = wall.as_secs_f64();
     r.client.cpu_s += usage.cpu.as_secs_f64();
     r.client.max_rss_bytes += usage.max_rss_bytes;
