@@ -21,6 +21,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::fleet::control::{Control, Controller, MAX_RATE_PERCENT, RATE_STEP_PERCENT};
 use crate::stats::{Counts, Distribution, ErrorRow, MessageLatency, Percentiles, Phase, Snapshot};
 
 /// Largest shard count accepted (far beyond any fleet a single broker test needs).
@@ -207,6 +208,59 @@ pub async fn snapshot_lines(mut rx: watch::Receiver<Arc<Snapshot>>) {
     }
 }
 
+/// Prefix of the control lines a `--processes` parent writes to its children's stdin when its
+/// dashboard's pause and rate keys change the traffic.
+pub const CONTROL_PREFIX: &str = "control ";
+
+/// The line a parent sends for `c`: `control paused=false rate=110`.
+pub fn control_line(c: Control) -> String {
+    format!(
+        "{CONTROL_PREFIX}paused={} rate={}\n",
+        c.paused, c.rate_percent
+    )
+}
+
+/// The control a [`control_line`] carries.
+pub fn parse_control_line(line: &str) -> Option<Control> {
+    let rest = line.trim().strip_prefix(CONTROL_PREFIX)?;
+    let (mut paused, mut rate) = (None, None);
+    for field in rest.split_whitespace() {
+        match field.split_once('=')? {
+            ("paused", v) => paused = v.parse().ok(),
+            ("rate", v) => rate = v.parse().ok(),
+            _ => return None,
+        }
+    }
+    Some(Control {
+        paused: paused?,
+        rate_percent: rate?,
+    })
+}
+
+/// A `--processes` child: applies the parent's control lines from stdin to `control` (by
+/// the same toggles and steps the keys make, so the child's report logs them) until stdin
+/// closes.
+pub async fn follow_control(control: Arc<Controller>) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Some(want) = parse_control_line(&line) else {
+            continue;
+        };
+        if control.current().paused != want.paused {
+            control.toggle_pause();
+        }
+        // Bounded: the rate moves one step per iteration within MIN..=MAX.
+        for _ in 0..(MAX_RATE_PERCENT / RATE_STEP_PERCENT) {
+            let now = control.current().rate_percent;
+            if now == want.rate_percent || control.step(want.rate_percent > now).rate_percent == now
+            {
+                break;
+            }
+        }
+    }
+}
+
 /// The line's snapshot, when it is a [`snapshot_lines`] line.
 pub fn parse_snapshot_line(line: &str) -> Option<Snapshot> {
     serde_json::from_str(line.strip_prefix(SNAPSHOT_PREFIX)?).ok()
@@ -364,6 +418,17 @@ mod tests {
         assert_eq!(all.distribution.connect.0[3], 10);
         assert_eq!(all.errors.len(), 1);
         assert_eq!(all.errors[0].count, 4);
+    }
+
+    #[test]
+    fn control_lines_round_trip() {
+        let c = Control {
+            paused: true,
+            rate_percent: 130,
+        };
+        assert_eq!(parse_control_line(&control_line(c)), Some(c));
+        assert_eq!(parse_control_line("control paused=maybe rate=1"), None);
+        assert_eq!(parse_control_line("snapshot {}"), None);
     }
 
     #[test]

@@ -652,3 +652,72 @@ fn a_failing_child_is_reported_with_its_exit_code_after_the_merge() {
     );
     assert_eq!(merged.errors[0].class, "tcp: refused");
 }
+
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn a_child_streams_snapshots_and_obeys_control_lines() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::Stdio;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("child.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "child"
+duration = "3s"
+[[group]]
+name = "sensors"
+devices = 4
+client_id = "c-{index:03}"
+publish = { topic = "c/{client_id}", qos = 1, rate = "10/s" }
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thingswarm"))
+        .arg("run")
+        .arg(&scenario)
+        .args([
+            "--shard",
+            "1/2",
+            "--no-tui",
+            "--snapshot-lines",
+            "--certs-dir",
+        ])
+        .arg(tmp.path().join("certs"))
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut snapshots = 0;
+    // Bounded: the child's run lasts ~4 s, then stdout closes.
+    for line in stdout.lines().map_while(Result::ok) {
+        let Some(s) = thingswarm::shard::parse_snapshot_line(&line) else {
+            continue;
+        };
+        snapshots += 1;
+        assert_eq!(s.planned, 2, "shard 1/2 of 4 devices");
+        if snapshots == 1 {
+            stdin
+                .write_all(b"control paused=false rate=120\ncontrol paused=true rate=120\n")
+                .unwrap();
+            stdin.flush().unwrap();
+        }
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert!(snapshots >= 2, "one snapshot line per second: {snapshots}");
+    let report = Report::load(&out).unwrap();
+    let events: Vec<String> = report
+        .events
+        .iter()
+        .map(|e| format!("{:?} {}", e.action, e.rate_percent))
+        .collect();
+    assert_eq!(events, ["Rate 110", "Rate 120", "Pause 120"], "{events:?}");
+    assert_eq!(report.shard.unwrap().groups[0].slice.first, 1);
+}

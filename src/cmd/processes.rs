@@ -12,7 +12,8 @@
 //!    parent, which forwards one SIGINT to each), stdout piped for their once-per-second
 //!    `snapshot <JSON>` lines, stderr to `OUT/shard-i/run.log`;
 //! 4. shows the aggregate of the children's latest snapshots (progress lines or the
-//!    dashboard, Prometheus if asked);
+//!    dashboard, Prometheus if asked); the dashboard's pause and rate keys reach every child
+//!    as a `control paused=.. rate=..` line on its stdin;
 //! 5. merges whatever reports the children wrote into OUT, judges the SLOs on the merged
 //!    figures, and reports a child that failed (its exit code and last log line) instead of
 //!    hiding it.
@@ -33,7 +34,7 @@ use crate::cli::RunArgs;
 use crate::fleet::control::Controller;
 use crate::report::merge::{self, ShardRun};
 use crate::scenario::{Plan, Target};
-use crate::shard::{aggregate, parse_snapshot_line, Shard};
+use crate::shard::{aggregate, control_line, parse_snapshot_line, Shard};
 use crate::stats::{rusage, Snapshot};
 use crate::tui::{self, Ui};
 
@@ -130,14 +131,16 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
         })
         .transpose()?;
     let exe = std::env::current_exe().context("finding this thingswarm binary to spawn")?;
+    // The dashboard's pause and rate keys change this controller; every change goes to the
+    // children as a control line on their stdin.
+    let controller = Arc::new(Controller::default());
     let ui = if dashboard {
         let header = tui::Header::of(&plan, &target.url);
-        // Pause and rate keys act on this process's controller, which has no devices.
         let ui = Ui::start(
             header,
             rx.clone(),
             stop.clone(),
-            Arc::new(Controller::default()),
+            controller.clone(),
             args.exit_on_finish,
         )
         .context("starting the terminal UI (--no-tui runs without it)")?;
@@ -168,6 +171,22 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
             let child = spawn_child(&exe, &args, shard, &dir, &target_flags);
             children.push((shard, dir, child));
         }
+        let mut stdins: Vec<tokio::process::ChildStdin> = children
+            .iter_mut()
+            .filter_map(|(_, _, c)| c.as_mut().ok().and_then(|c| c.stdin.take()))
+            .collect();
+        let mut control_rx = controller.subscribe();
+        let control = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            while control_rx.changed().await.is_ok() {
+                let line = control_line(*control_rx.borrow_and_update());
+                for stdin in &mut stdins {
+                    // A child that already ended has nothing left to control.
+                    let _ = stdin.write_all(line.as_bytes()).await;
+                    let _ = stdin.flush().await;
+                }
+            }
+        });
         let pids: Vec<u32> = children
             .iter()
             .filter_map(|(_, _, c)| c.as_ref().ok().and_then(|c| c.id()))
@@ -208,6 +227,7 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
             }
         }
         forward.abort();
+        control.abort();
         if let Some(progress) = progress {
             progress.abort();
         }
@@ -258,6 +278,8 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
     let usage = rusage::usage();
     let r = &mut merged.report;
     r.target = target;
+    // Every child applied the same control changes: one log of them.
+    r.events = shards[0].report.events.clone();
     // The children found the cache complete: what was signed, was signed here.
     for (id, made) in r.identities.iter_mut().zip(&made_here) {
         id.reused = made.reused;
@@ -394,7 +416,7 @@ fn spawn_child(
     for slo in &args.slo {
         cmd.arg("--slo").arg(slo.to_string());
     }
-    cmd.stdin(Stdio::null())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         // Its own process group: a terminal's Ctrl-C reaches the parent only, which forwards

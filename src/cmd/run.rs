@@ -199,6 +199,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             );
             tokio::spawn(push);
         }
+        if args.snapshot_lines {
+            // A `--processes` child: its parent's pause and rate keys arrive on stdin.
+            tokio::spawn(crate::shard::follow_control(control.clone()));
+        }
         let progress = ui.is_none().then(|| {
             if args.snapshot_lines {
                 tokio::spawn(crate::shard::snapshot_lines(rx))
