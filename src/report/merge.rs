@@ -339,9 +339,9 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
     };
 
     // Timeline and interval logs, aligned on run-relative seconds.
-    let mut per_second: [BTreeMap<u64, Histogram<u64>>; NAMES.len()] = Default::default();
+    let mut raw = RawSeconds::default();
     for s in &shards {
-        let found = read_hlogs(&s.dir, &mut per_second)?;
+        let found = read_hlogs(&s.dir, &mut raw)?;
         if !found {
             warnings.push(format!(
                 "{}: no connect.hlog: its latency over time is missing from the merged timeline",
@@ -349,6 +349,8 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
             ));
         }
     }
+    let per_second = fold_seconds(&raw)?;
+    drop(raw);
     report.timeline = merge_timeline(&shards, &per_second);
     let base = shards
         .iter()
@@ -364,7 +366,7 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
             std::time::SystemTime::UNIX_EPOCH,
             std::time::SystemTime::from,
         );
-    let intervals = to_intervals(base, &per_second);
+    let intervals = to_intervals(base, per_second);
 
     report.definitions.insert("merge".into(), DEFINITION.into());
     report.shard = None;
@@ -489,12 +491,26 @@ fn second(t: f64) -> u64 {
     t.max(0.0).round() as u64
 }
 
-/// Adds `dir`'s `<metric>.hlog` intervals into `per_second` (keyed by [`second`] of each
+/// Every shard's interval histograms, still encoded (a few hundred bytes each: decoded, one
+/// is ~139 KB, so an hour-long run is folded one second at a time), by metric and second.
+#[derive(Default)]
+struct RawSeconds {
+    /// The `.hlog` files read, for errors.
+    logs: Vec<PathBuf>,
+    /// Per metric ([`NAMES`] order): second -> (index into `logs`, base64 histogram).
+    seconds: [BTreeMap<u64, Vec<(usize, String)>>; NAMES.len()],
+}
+
+/// One merged second of one metric.
+struct Second {
+    percentiles: IntervalPercentiles,
+    count: u64,
+    encoded: Vec<u8>,
+}
+
+/// Collects `dir`'s `<metric>.hlog` intervals into `raw` (keyed by [`second`] of each
 /// interval's end); whether `connect.hlog` was there.
-fn read_hlogs(
-    dir: &Path,
-    per_second: &mut [BTreeMap<u64, Histogram<u64>>; NAMES.len()],
-) -> Result<bool, MergeError> {
+fn read_hlogs(dir: &Path, raw: &mut RawSeconds) -> Result<bool, MergeError> {
     let mut found = false;
     for (m, name) in NAMES.iter().enumerate() {
         let path = dir.join(format!("{name}.hlog"));
@@ -502,30 +518,58 @@ fn read_hlogs(
             continue;
         };
         found |= m == 0;
-        let bad = |why: String| MergeError::Histogram {
-            path: path.clone(),
-            what: "an interval".into(),
-            why,
-        };
         for entry in IntervalLogIterator::new(&bytes) {
-            let entry = entry.map_err(|e| bad(format!("{e:?}")))?;
+            let entry = entry.map_err(|e| MergeError::Histogram {
+                path: path.clone(),
+                what: "an interval".into(),
+                why: format!("{e:?}"),
+            })?;
             let LogEntry::Interval(iv) = entry else {
                 continue;
             };
             let end = (iv.start_timestamp() + iv.duration()).as_secs_f64();
-            let h = decode(iv.encoded_histogram()).map_err(bad)?;
-            per_second[m]
+            raw.seconds[m]
                 .entry(second(end))
-                .or_insert_with(histogram::latency)
-                .add(&h)
-                .map_err(|e| bad(format!("{e:?}")))?;
+                .or_default()
+                .push((raw.logs.len(), iv.encoded_histogram().to_string()));
         }
+        raw.logs.push(path);
     }
     Ok(found)
 }
 
-fn interval_percentiles(h: Option<&Histogram<u64>>) -> IntervalPercentiles {
-    let p = h.map(Percentiles::of).unwrap_or_default();
+/// Adds each second's histograms (one scratch histogram, reset per second) into its
+/// percentiles and its encoding.
+fn fold_seconds(raw: &RawSeconds) -> Result<[BTreeMap<u64, Second>; NAMES.len()], MergeError> {
+    let mut out: [BTreeMap<u64, Second>; NAMES.len()] = Default::default();
+    let mut scratch = histogram::latency();
+    let mut serializer = V2DeflateSerializer::new();
+    for (m, seconds) in raw.seconds.iter().enumerate() {
+        for (&k, parts) in seconds {
+            scratch.reset();
+            for (log, encoded) in parts {
+                let path = raw.logs.get(*log).cloned().unwrap_or_default();
+                Adder { path: &path }.add(&mut scratch, encoded, "an interval")?;
+            }
+            let mut encoded = Vec::new();
+            serializer
+                .serialize(&scratch, &mut encoded)
+                .expect("serialising to memory cannot fail");
+            out[m].insert(
+                k,
+                Second {
+                    percentiles: interval_percentiles(&scratch),
+                    count: scratch.len(),
+                    encoded,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn interval_percentiles(h: &Histogram<u64>) -> IntervalPercentiles {
+    let p = Percentiles::of(h);
     IntervalPercentiles {
         count: p.count,
         p50: p.p50,
@@ -540,7 +584,7 @@ fn interval_percentiles(h: Option<&Histogram<u64>>) -> IntervalPercentiles {
 /// interval histograms of that second.
 fn merge_timeline(
     shards: &[&ShardRun],
-    per_second: &[BTreeMap<u64, Histogram<u64>>; NAMES.len()],
+    per_second: &[BTreeMap<u64, Second>; NAMES.len()],
 ) -> Vec<TimelinePoint> {
     let mut points: BTreeMap<u64, TimelinePoint> = BTreeMap::new();
     for s in shards {
@@ -578,31 +622,32 @@ fn merge_timeline(
         }
     }
     for (k, m) in points.iter_mut() {
-        m.connect_us = interval_percentiles(per_second[0].get(k));
-        m.ack_us = interval_percentiles(per_second[1].get(k));
-        m.e2e_corrected_us = interval_percentiles(per_second[2].get(k));
+        let at = |metric: usize| {
+            per_second[metric]
+                .get(k)
+                .map(|s| s.percentiles)
+                .unwrap_or_default()
+        };
+        m.connect_us = at(0);
+        m.ack_us = at(1);
+        m.e2e_corrected_us = at(2);
     }
     points.into_values().collect()
 }
 
 fn to_intervals(
     base: std::time::SystemTime,
-    per_second: &[BTreeMap<u64, Histogram<u64>>; NAMES.len()],
+    per_second: [BTreeMap<u64, Second>; NAMES.len()],
 ) -> Intervals {
     let mut intervals = Intervals::new(base);
-    let mut serializer = V2DeflateSerializer::new();
-    for (m, seconds) in per_second.iter().enumerate() {
-        for (&k, h) in seconds {
-            let mut encoded = Vec::new();
-            serializer
-                .serialize(h, &mut encoded)
-                .expect("serialising to memory cannot fail");
+    for (m, seconds) in per_second.into_iter().enumerate() {
+        for (k, s) in seconds {
             let start = Duration::from_secs(k.saturating_sub(1));
             intervals.series[m].push(Interval {
                 start,
                 length: Duration::from_secs(k) - start,
-                count: h.len(),
-                encoded,
+                count: s.count,
+                encoded: s.encoded,
             });
         }
     }
