@@ -452,6 +452,11 @@ publish = { topic = "dt/{client_id}/t", qos = 1, rate = "5/s" }
     assert_eq!(merged["slos"][0]["passed"], true);
     assert!(!merged["timeline"].as_array().unwrap().is_empty());
     assert!(out.join("connect.hlog").is_file());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("Merged from 2 of 2 shards"),
+        "report.html says so"
+    );
 
     let schema: Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
