@@ -421,6 +421,11 @@ publish = { topic = "dt/{client_id}/t", qos = 1, rate = "5/s" }
         .collect();
     assert_eq!(children[0]["shard"]["index"], 0);
     assert_eq!(children[1]["shard"]["groups"][1]["first"], 1);
+    // Shard 0: the dashboard and sensors 0, 2, 4, 6, 8; shard 1: sensors 1, 3, 5, 7.
+    assert_eq!(children[0]["planned_devices"], 6);
+    assert_eq!(children[1]["planned_devices"], 4);
+    assert_eq!(children[1]["devices"]["connects"], 4);
+    assert_eq!(children[1]["groups"][0]["planned"], 0);
     let sum = |f: &dyn Fn(&Value) -> &Value| -> u64 {
         children.iter().map(|c| f(c).as_u64().unwrap()).sum()
     };
