@@ -532,32 +532,79 @@ fn deploy_manifest_is_an_indexed_job_that_maps_the_completion_index_to_the_shard
 #[cfg(feature = "embedded-broker")]
 #[test]
 fn ctrl_c_reaches_every_child_and_what_they_wrote_is_merged() {
-    use std::io::{BufRead as _, BufReader};
-    use std::process::Stdio;
     use std::time::Instant;
 
     let tmp = tempfile::tempdir().unwrap();
     let scenario = tmp.path().join("long.toml");
-    std::fs::write(
-        &scenario,
-        r#"name = "long"
+    std::fs::write(&scenario, LONG).unwrap();
+    let out = tmp.path().join("out");
+    let (mut parent, rx, reader, mut seen) = start_sending(&scenario, tmp.path(), &out);
+    // SAFETY: signalling our own child process by its pid.
+    assert_eq!(
+        unsafe { libc::kill(parent.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(status) = parent.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = parent.kill();
+            panic!("--processes parent did not finish within 45 s of SIGINT: {seen:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    seen.extend(rx.try_iter());
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen:#?}");
+    let merged = read_json(&out.join("report.json"));
+    assert_eq!(merged["interrupted"], true);
+    assert_eq!(merged["merged"]["shards"], serde_json::json!([0, 1]));
+    assert_eq!(merged["devices"]["connects"], 6);
+    assert!(merged["traffic"]["whole"]["sent"].as_u64().unwrap() > 0);
+    for i in 0..2 {
+        let child = read_json(&out.join(format!("shard-{i}/report.json")));
+        assert_eq!(child["interrupted"], true, "shard {i} saw the interrupt");
+    }
+}
+
+#[cfg(feature = "embedded-broker")]
+const LONG: &str = r#"name = "long"
 duration = "60s"
 [[group]]
 name = "sensors"
 devices = 6
 client_id = "l-{index:03}"
 publish = { topic = "l/{client_id}", qos = 1, rate = "10/s" }
-"#,
-    )
-    .unwrap();
-    let out = tmp.path().join("out");
+"#;
+
+#[cfg(feature = "embedded-broker")]
+type Lines = std::sync::mpsc::Receiver<String>;
+
+/// Starts `run --processes 2` and waits (bounded) until its aggregate progress line shows
+/// every child's devices connected and sending.
+#[cfg(feature = "embedded-broker")]
+fn start_sending(
+    scenario: &Path,
+    tmp: &Path,
+    out: &Path,
+) -> (
+    std::process::Child,
+    Lines,
+    std::thread::JoinHandle<()>,
+    Vec<String>,
+) {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    use std::time::Instant;
     let mut parent = std::process::Command::new(env!("CARGO_BIN_EXE_thingswarm"))
         .arg("run")
-        .arg(&scenario)
+        .arg(scenario)
         .args(["--processes", "2", "--no-tui", "--certs-dir"])
-        .arg(tmp.path().join("certs"))
+        .arg(tmp.join("certs"))
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -589,33 +636,71 @@ publish = { topic = "l/{client_id}", qos = 1, rate = "10/s" }
             break;
         }
     }
-    // SAFETY: signalling our own child process by its pid.
-    assert_eq!(
-        unsafe { libc::kill(parent.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
-    let deadline = Instant::now() + Duration::from_secs(45);
+    (parent, rx, reader, seen)
+}
+
+/// The pids of `pid`'s child processes (Linux /proc).
+#[cfg(feature = "embedded-broker")]
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn a_second_ctrl_c_ends_the_parent_and_its_children_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("long.toml");
+    std::fs::write(&scenario, LONG).unwrap();
+    let out = tmp.path().join("out");
+    let (mut parent, _rx, reader, seen) = start_sending(&scenario, tmp.path(), &out);
+    let children = children_of(parent.id());
+    assert_eq!(children.len(), 2, "{children:?}");
+    for _ in 0..2 {
+        // SAFETY: signalling our own child process by its pid.
+        assert_eq!(
+            unsafe { libc::kill(parent.id() as libc::pid_t, libc::SIGINT) },
+            0
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = parent.try_wait().unwrap() {
             break status;
         }
-        if Instant::now() > deadline {
-            let _ = parent.kill();
-            panic!("--processes parent did not finish within 45 s of SIGINT: {seen:#?}");
-        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "parent still running: {seen:#?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let rest: Vec<String> = rx.try_iter().collect();
+    assert_eq!(status.code(), Some(130));
     reader.join().unwrap();
-    assert_eq!(status.code(), Some(130), "{seen:#?}\n{rest:#?}");
-    let merged = read_json(&out.join("report.json"));
-    assert_eq!(merged["interrupted"], true);
-    assert_eq!(merged["merged"]["shards"], serde_json::json!([0, 1]));
-    assert_eq!(merged["devices"]["connects"], 6);
-    assert!(merged["traffic"]["whole"]["sent"].as_u64().unwrap() > 0);
-    for i in 0..2 {
-        let child = read_json(&out.join(format!("shard-{i}/report.json")));
-        assert_eq!(child["interrupted"], true, "shard {i} saw the interrupt");
+    // The children follow within a bounded time (SIGTERM on the parent's death).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for pid in children {
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child {pid} still running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

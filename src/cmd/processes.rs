@@ -422,6 +422,15 @@ fn spawn_child(
         // Its own process group: a terminal's Ctrl-C reaches the parent only, which forwards
         // exactly one SIGINT (two would make the child exit without its report).
         .process_group(0);
+    // SAFETY: prctl is async-signal-safe; the closure allocates nothing. When this process
+    // ends (a second Ctrl-C exits at once), each child gets SIGTERM: after the forwarded
+    // SIGINT, that is its second interrupt, so the whole tree stops together.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     cmd.spawn()
         .with_context(|| format!("spawning {} for shard {shard}", exe.display()))
 }
