@@ -186,6 +186,9 @@ pub struct MergeInfo {
     pub missing: Vec<u32>,
 }
 
+/// What a shard report's figures cover, stated in its `definitions`.
+pub const DEFINITION: &str = "this report covers one shard of a split run: devices k with k mod count = index of each group (same identities, client IDs and schedules as the whole run); planned and counted figures are this shard's; sequence loss is settled against this shard's publishers only; SLOs are recorded but judged on the merge (a shard exits 0 whatever they say)";
+
 /// Prefix of the machine-readable snapshot lines a `--processes` child prints on stdout.
 pub const SNAPSHOT_PREFIX: &str = "snapshot ";
 

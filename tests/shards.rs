@@ -420,6 +420,9 @@ publish = { topic = "dt/{client_id}/t", qos = 1, rate = "5/s" }
         .map(|i| read_json(&out.join(format!("shard-{i}/report.json"))))
         .collect();
     assert_eq!(children[0]["shard"]["index"], 0);
+    assert!(children[0]["definitions"]["shard"].is_string());
+    assert!(merged["definitions"]["shard"].is_null());
+    assert!(merged["definitions"]["merge"].is_string());
     assert_eq!(children[1]["shard"]["groups"][1]["first"], 1);
     // Shard 0: the dashboard and sensors 0, 2, 4, 6, 8; shard 1: sensors 1, 3, 5, 7.
     assert_eq!(children[0]["planned_devices"], 6);

@@ -348,6 +348,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         }),
         merged: None,
     };
+    if args.shard.is_some() {
+        report
+            .definitions
+            .insert("shard".into(), crate::shard::DEFINITION.into());
+    }
     let slos: Vec<_> = plan.slos.iter().chain(&args.slo).cloned().collect();
     report.slos = crate::slo::evaluate(&slos, &report);
     report

@@ -368,6 +368,7 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
         );
     let intervals = to_intervals(base, per_second);
 
+    report.definitions.remove("shard");
     report.definitions.insert("merge".into(), DEFINITION.into());
     report.shard = None;
     report.merged = Some(MergeInfo {
