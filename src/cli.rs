@@ -39,8 +39,9 @@ pub enum Command {
     /// Compare two reports metric by metric; exit code 1 when any got worse beyond the
     /// tolerance.
     Compare(CompareArgs),
-    /// Merge shard reports. [not built yet]
-    Merge(NotBuilt),
+    /// Merge shard reports (`run --shard i/N`) into one report: histograms added, counters
+    /// summed, timelines aligned; writes what a run writes.
+    Merge(MergeArgs),
     /// Re-render the text summary of a saved report (a results directory or its report.json).
     Report(ReportArgs),
     /// One small group per (TLS version, cipher suite, device key) cell against a local
@@ -196,10 +197,41 @@ pub struct RunArgs {
     /// failure gives exit code 1.
     #[arg(long = "slo", value_name = "EXPR", value_parser = parse_slo)]
     pub slo: Vec<crate::slo::Slo>,
+    /// Run only shard i of N (0-based, e.g. 0/4): devices k with k mod N = i of every group,
+    /// keeping their identities, client IDs and schedules; merge the shards' results
+    /// directories with `thingswarm merge`. SLOs and expectations are judged at the merge.
+    #[arg(long, value_name = "i/N", conflicts_with = "processes")]
+    pub shard: Option<crate::shard::Shard>,
+    /// Split the fleet over N child processes of this binary (`--shard i/N` each, results in
+    /// OUT/shard-i/), show their aggregate live and merge their reports into OUT.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub processes: Option<u32>,
+    /// For a parent `--processes` run: print one `snapshot <JSON>` line per second on stdout
+    /// instead of progress lines.
+    #[arg(long, hide = true)]
+    pub snapshot_lines: bool,
 }
 
 fn parse_slo(s: &str) -> Result<crate::slo::Slo, crate::slo::SloError> {
     crate::slo::Slo::parse_expr(s)
+}
+
+/// `thingswarm merge --out DIR SHARD_DIR...`
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Where the merged report goes (report.json, report.html, junit.xml, *.hlog).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: PathBuf,
+    /// Results directories (or report.json files) of `run --shard i/N`, one per shard.
+    #[arg(value_name = "SHARD_DIR", required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Merge even when shards are missing: warn, and mark the report partial (interrupted).
+    #[arg(long)]
+    pub allow_missing: bool,
+    /// Another service-level objective to judge on the merged report (repeatable), besides
+    /// the ones the shards were run with.
+    #[arg(long = "slo", value_name = "EXPR", value_parser = parse_slo)]
+    pub slo: Vec<crate::slo::Slo>,
 }
 
 /// `thingswarm compare BASE CURRENT`

@@ -35,6 +35,7 @@
 //! - [`policy`]: AWS IoT Core policies offline: document model, evaluator, lint.
 //! - [`aws`]: AWS IoT behaviours: Device Shadow flows (document model, an emulated shadow
 //!   service answering on the `$aws/things/...` topics) and basic ingest (`$aws/rules/...`).
+//! - [`shard`]: `run --shard i/N` slices of the fleet; `merge` puts shard reports together.
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.
 //!
@@ -54,6 +55,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod report;
 pub mod scenario;
+pub mod shard;
 pub mod shutdown;
 pub mod slo;
 pub mod stats;

@@ -387,8 +387,8 @@ fn unsupported_and_unknown_algorithms_are_clear_errors() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_exit_2() {
-    let (code, _, err) = thingswarm(&["merge", "x"]);
+fn merge_of_a_missing_shard_directory_exits_2_naming_it() {
+    let (code, _, err) = thingswarm(&["merge", "--out", "x-out", "x-missing"]);
     assert_eq!(code, 2);
-    assert!(err.contains("not built yet"), "{err}");
+    assert!(err.contains("x-missing"), "{err}");
 }

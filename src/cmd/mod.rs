@@ -5,8 +5,10 @@ mod broker;
 mod certs;
 mod check;
 mod compare;
+mod merge;
 mod outputs;
 mod policy;
+mod processes;
 mod proxy;
 mod report;
 mod run;
@@ -57,7 +59,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Proxy(args) => proxy::run(args).map(|()| Outcome::Done),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Compare(args) => compare::run(args),
-        Command::Merge(_) => Err(NotBuiltYet("merge").into()),
+        Command::Merge(args) => merge::run(args),
         Command::Report(args) => report::run(args).map(|()| Outcome::Done),
         Command::TlsMatrix(args) => tls_matrix::run(args),
     }

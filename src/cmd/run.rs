@@ -62,7 +62,15 @@ async fn fault_proxy(plan: &Plan, target: &Endpoint) -> anyhow::Result<crate::pr
 
 /// Runs a scenario end to end.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
-    let plan = Plan::load(&args.scenario, &args.target.overrides())?;
+    if let Some(n) = args.processes {
+        return super::processes::run(args, n);
+    }
+    let mut plan = Plan::load(&args.scenario, &args.target.overrides())?;
+    plan.shard = args.shard.unwrap_or_default();
+    if plan.shard.index > 0 {
+        // `[[expect]]` probes run once, in shard 0.
+        plan.expect.clear();
+    }
     let dashboard = use_dashboard(&args)?;
     let pushgateway = args
         .pushgateway
@@ -216,7 +224,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             );
             tokio::spawn(push);
         }
-        let progress = ui.is_none().then(|| tokio::spawn(progress_lines(rx)));
+        if args.snapshot_lines {
+            // A `--processes` child: its parent's pause and rate keys arrive on stdin.
+            tokio::spawn(crate::shard::follow_control(control.clone()));
+        }
+        let progress = ui.is_none().then(|| {
+            if args.snapshot_lines {
+                tokio::spawn(crate::shard::snapshot_lines(rx))
+            } else {
+                tokio::spawn(progress_lines(rx))
+            }
+        });
         let faults_stop = CancellationToken::new();
         let injector = proxy.clone().map(|p| {
             tokio::spawn(crate::proxy::timeline::play(
@@ -296,7 +314,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         environment: Environment::current(),
         definitions: report::definitions(),
         identities,
-        planned_devices: plan.total_devices(),
+        planned_devices: plan.shard_devices(),
         devices: totals,
         groups: plan
             .groups
@@ -311,13 +329,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 };
                 GroupReport {
                     name: g.name.clone(),
-                    planned: g.devices,
+                    planned: plan.shard.slice(g.devices).count,
                     protocol: g.protocol.to_string(),
                     counts: *counts,
                     tls,
                     tls_probe_error,
                     time_to_recover_us: result.recovery.get(i).copied().unwrap_or_default(),
                     protocol_options: result.protocol.get(i).cloned().flatten(),
+                    time_to_recover_hdr: result
+                        .recovery_histograms
+                        .get(i)
+                        .map(crate::stats::histogram::encode),
                 }
             })
             .collect(),
@@ -353,7 +375,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         slos: Vec::new(),
         lifecycle: result.lifecycle.take(),
         aws: crate::aws::AwsReport::of(&plan, result.shadow.as_deref(), aws_emulated),
+        shard: args.shard.map(|shard| {
+            crate::shard::ShardInfo::of(
+                shard,
+                plan.groups.iter().map(|g| (g.name.as_str(), g.devices)),
+            )
+        }),
+        merged: None,
     };
+    if args.shard.is_some() {
+        report
+            .definitions
+            .insert("shard".into(), crate::shard::DEFINITION.into());
+    }
     let slos: Vec<_> = plan.slos.iter().chain(&args.slo).cloned().collect();
     report.slos = crate::slo::evaluate(&slos, &report);
     report
@@ -397,6 +431,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             out.join("report.json").display()
         ))
         .into());
+    }
+    if args.shard.is_some() {
+        // A shard's figures are a part: SLOs and expectations are judged on the merge (a
+        // Kubernetes Job would otherwise retry a shard for a verdict about the whole).
+        return Ok(Outcome::Done);
     }
     let expectations_failed = report
         .expectations
@@ -447,7 +486,7 @@ async fn probe_groups(
 
 /// Whether to draw the dashboard: `--tui` / `--no-tui`, else only when stdout is a terminal
 /// (CI logs and pipes get progress lines instead of escape sequences).
-fn use_dashboard(args: &RunArgs) -> anyhow::Result<bool> {
+pub(super) fn use_dashboard(args: &RunArgs) -> anyhow::Result<bool> {
     let terminal = std::io::stdout().is_terminal();
     if args.tui && !terminal {
         anyhow::bail!(BadInput(
@@ -464,7 +503,7 @@ fn check_fd_budget(plan: &Plan, soft_limit: u64) -> anyhow::Result<()> {
     } else {
         1
     };
-    let needed = plan.total_devices() * per_session + FD_RESERVE;
+    let needed = plan.shard_devices() * per_session + FD_RESERVE;
     if needed > soft_limit {
         let hint = if per_session == 2 {
             "the in-process embedded broker holds the other end of every session: run `thingswarm broker` separately and pass --target/--server-ca, or use fewer devices"
@@ -474,15 +513,15 @@ fn check_fd_budget(plan: &Plan, soft_limit: u64) -> anyhow::Result<()> {
         anyhow::bail!(BadInput(format!(
             "{}: {} devices need ~{needed} open files but this process may open {soft_limit}; {hint}",
             plan.source.display(),
-            plan.total_devices()
+            plan.shard_devices()
         )));
     }
     Ok(())
 }
 
-type BrokerGuard = Option<Box<dyn std::any::Any>>;
+pub(super) type BrokerGuard = Option<Box<dyn std::any::Any>>;
 
-fn connect_target(
+pub(super) fn connect_target(
     plan: &Plan,
     fleets: &[Arc<crate::identity::Fleet>],
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
@@ -567,7 +606,7 @@ fn embedded(
     .into())
 }
 
-fn default_out(name: &str, at: time::OffsetDateTime) -> PathBuf {
+pub(super) fn default_out(name: &str, at: time::OffsetDateTime) -> PathBuf {
     let stamp = format!(
         "{:04}{:02}{:02}-{:02}{:02}{:02}",
         at.year(),
@@ -581,7 +620,7 @@ fn default_out(name: &str, at: time::OffsetDateTime) -> PathBuf {
 }
 
 /// One line per second on stderr: the headless view of a run.
-async fn progress_lines(mut rx: watch::Receiver<Arc<Snapshot>>) {
+pub(super) async fn progress_lines(mut rx: watch::Receiver<Arc<Snapshot>>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.tick().await;
     loop {

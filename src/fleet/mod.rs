@@ -111,6 +111,8 @@ pub struct RunResult {
     pub events: Vec<ControlEvent>,
     /// Per group: loss of a session -> CONNACK of its reconnect.
     pub recovery: Vec<crate::stats::Percentiles>,
+    /// The same, whole histograms (for the report's lossless encoding: shard merges).
+    pub recovery_histograms: Vec<Histogram<u64>>,
     /// Per-second latency histograms (for the HdrHistogram interval logs).
     pub intervals: crate::stats::intervals::Intervals,
     /// Churn, drop-all storms and their timeline, when the scenario has any.
@@ -141,6 +143,8 @@ struct GroupCtx {
     /// Global index of this group's first device (publisher ids are global).
     offset: usize,
     seed: u64,
+    /// Which of the group's devices this process runs.
+    shard: crate::shard::Shard,
     plan: GroupPlan,
     fleet: Arc<Fleet>,
     endpoint: Endpoint,
@@ -168,8 +172,12 @@ pub async fn run(
     snapshots: watch::Sender<Arc<Snapshot>>,
     control: &Controller,
 ) -> RunResult {
-    let planned = plan.total_devices();
-    let recorder = Arc::new(Recorder::new(plan.groups.len(), planned as usize));
+    // A shard runs its slice of each group; publisher ids stay global (the whole plan).
+    let planned = plan.shard_devices();
+    let recorder = Arc::new(Recorder::new(
+        plan.groups.len(),
+        plan.total_devices() as usize,
+    ));
     let has_traffic = plan
         .groups
         .iter()
@@ -229,6 +237,7 @@ pub async fn run(
             group: g,
             offset,
             seed: plan.seed,
+            shard: plan.shard,
             plan: group.clone(),
             fleet,
             endpoint: endpoint.clone(),
@@ -338,6 +347,9 @@ pub async fn run(
         recovery: (0..plan.groups.len())
             .map(|g| recorder.recovery(g))
             .collect(),
+        recovery_histograms: (0..plan.groups.len())
+            .map(|g| recorder.recovery_histogram(g))
+            .collect(),
         intervals: aggregator.take_intervals(),
         shadow: has_shadow.then_some(shadow_stats),
         protocol: protocol::reports(plan, &proto, &per_group),
@@ -385,8 +397,12 @@ async fn spawn_group(
     end: CancellationToken,
 ) {
     let pacer = Pacer::new(Instant::now(), ctx.plan.connect.rate);
-    let slots = Arc::new(Semaphore::new(ctx.plan.connect.max_in_flight));
-    for k in 0..ctx.plan.devices {
+    // Shards keep each device's due time (`pacer.due(k)`) and split the in-flight cap.
+    let slots = Arc::new(Semaphore::new(
+        ctx.shard.share(ctx.plan.connect.max_in_flight),
+    ));
+    let slice = ctx.shard.slice(ctx.plan.devices);
+    for k in slice.indices() {
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
             p = async { sleep_until(pacer.due(k)).await; slots.clone().acquire_owned().await } => {
@@ -401,7 +417,9 @@ async fn spawn_group(
             end.clone(),
         ));
     }
-    let never = ctx.plan.devices - ctx.recorder.group(ctx.group).attempted.load(Relaxed);
+    let never = slice
+        .count
+        .saturating_sub(ctx.recorder.group(ctx.group).attempted.load(Relaxed));
     if stop.is_cancelled() && never > 0 {
         // Devices whose turn never came count as cancelled, so the ramp accounting closes.
         ctx.recorder

@@ -82,6 +82,26 @@ pub fn render(r: &Report) -> String {
     if r.interrupted {
         h.push_str("<p class=\"warn\">Interrupted: the run was stopped early and the figures are partial.</p>\n");
     }
+    if let Some(sh) = &r.shard {
+        let _ = writeln!(
+            h,
+            "<p class=\"sub\">Shard {}/{} (0-based) of a split run: devices k with k mod {} = {} of each group; merge the shards with <code>thingswarm merge</code>.</p>",
+            sh.index, sh.count, sh.count, sh.index
+        );
+    }
+    if let Some(m) = &r.merged {
+        let _ = writeln!(
+            h,
+            "<p class=\"sub\">Merged from {} of {} shards{}.</p>",
+            m.shards.len(),
+            m.count,
+            if m.missing.is_empty() {
+                String::new()
+            } else {
+                format!(" (missing: {:?})", m.missing)
+            }
+        );
+    }
 
     let tl = &r.timeline;
     let secs = |f: fn(&TimelinePoint) -> f64| -> Vec<(f64, f64)> {
@@ -767,6 +787,8 @@ mod tests {
             slos: Vec::new(),
             lifecycle: None,
             aws: None,
+            shard: None,
+            merged: None,
             client: ClientUsage {
                 cpu_s: 0.0,
                 cpu_ms_per_connect: 0.0,

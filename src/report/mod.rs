@@ -6,6 +6,7 @@ pub mod compare;
 pub mod hlog;
 pub mod junit;
 mod load;
+pub mod merge;
 
 pub use load::LoadError;
 
@@ -89,6 +90,12 @@ pub struct Report {
     /// AWS IoT behaviours: shadow figures per shadow group, basic ingest groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<crate::aws::AwsReport>,
+    /// `run --shard i/N`: which shard this is and the device indices it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::ShardInfo>,
+    /// A report made by `thingswarm merge` (or `run --processes`): the shards it combines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<crate::shard::MergeInfo>,
 }
 
 /// The scenario file echoed into the report, so a result is reproducible from it alone.
@@ -177,6 +184,9 @@ pub struct GroupReport {
     /// the broker refused; absent when the group uses none of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_options: Option<crate::fleet::protocol::GroupProtocolReport>,
+    /// The same, HdrHistogram V2+deflate, base64 (for lossless shard merges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_recover_hdr: Option<String>,
 }
 
 /// Phase durations, seconds.
@@ -405,6 +415,26 @@ impl Report {
         } else {
             0.0
         };
+        if let Some(sh) = &self.shard {
+            let _ = writeln!(
+                s,
+                "  shard      {}/{} (0-based): devices k with k mod {} = {} of each group",
+                sh.index, sh.count, sh.count, sh.index
+            );
+        }
+        if let Some(m) = &self.merged {
+            let missing = if m.missing.is_empty() {
+                String::new()
+            } else {
+                format!(" — PARTIAL: shards {:?} missing", m.missing)
+            };
+            let _ = writeln!(
+                s,
+                "  merged     {} of {} shards{missing}",
+                m.shards.len(),
+                m.count
+            );
+        }
         let _ = writeln!(
             s,
             "  connected  {}/{} ({pct:.1}%)  failed {}  dropped {}  closed {}  cancelled {}",

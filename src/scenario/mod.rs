@@ -137,6 +137,8 @@ pub struct Plan {
     pub policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
     /// The `[slo]` table's objectives, judged against the report.
     pub slos: Vec<crate::slo::Slo>,
+    /// Which slice of every group this process runs (`run --shard i/N`; whole by default).
+    pub shard: crate::shard::Shard,
 }
 
 /// Where devices connect.
@@ -317,6 +319,14 @@ impl Plan {
         self.groups.iter().map(|g| g.devices).sum()
     }
 
+    /// Devices this process runs: [`Plan::total_devices`] unless sharded.
+    pub fn shard_devices(&self) -> u64 {
+        self.groups
+            .iter()
+            .map(|g| self.shard.slice(g.devices).count)
+            .sum()
+    }
+
     /// The identity-cache key of a group's devices.
     pub fn fleet_spec(&self, group: &GroupPlan) -> FleetSpec {
         FleetSpec {
@@ -390,6 +400,7 @@ fn validate(
         expect,
         policy,
         slos,
+        shard: crate::shard::Shard::WHOLE,
     })
 }
 

@@ -58,7 +58,7 @@ pub const BUCKETS: usize = 27;
 /// A latency histogram coarsened to powers of two (bucket `k` counts samples in
 /// `[2^k, 2^(k+1))` us) for the dashboard's distribution view: small and `Copy`, so a
 /// snapshot can carry one per metric without sharing the 139 KB HDR histogram.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Distribution(pub [u64; BUCKETS]);
 
 impl Distribution {

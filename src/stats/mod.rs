@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use histogram::{Distribution, Percentiles};
 
 /// Where a run is; set by the runner, shown by readers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Devices are being connected at the planned pace.
@@ -282,6 +282,11 @@ impl Recorder {
     /// Time-to-recover of group `g` so far (p50/max for the report).
     pub fn recovery(&self, g: usize) -> Percentiles {
         Percentiles::of(&self.recovery[g].lock().expect("histogram lock"))
+    }
+
+    /// Time-to-recover of group `g` so far, the whole histogram (for the report's encoding).
+    pub fn recovery_histogram(&self, g: usize) -> Histogram<u64> {
+        self.recovery[g].lock().expect("histogram lock").clone()
     }
 
     /// The run's time origin: payload headers carry nanoseconds since this instant.
@@ -546,7 +551,7 @@ impl IntervalPercentiles {
 }
 
 /// Percentiles of the three message-latency metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MessageLatency {
     /// See [`Metric::Ack`] (uncorrected: from the write).
     pub ack: Percentiles,
@@ -570,7 +575,7 @@ impl MessageLatency {
 }
 
 /// Message rates since the previous tick.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     /// PUBLISH written per second.
     pub sent_per_s: f64,
@@ -585,7 +590,7 @@ pub struct Rates {
 }
 
 /// Cumulative latency distributions (powers of two) for the dashboard's distribution view.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Distributions {
     /// Connect latency since the start.
     pub connect: Distribution,
@@ -598,7 +603,7 @@ pub struct Distributions {
 }
 
 /// What readers see: an immutable copy of the run at one tick.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Time since the run started.
     pub elapsed: Duration,
