@@ -239,6 +239,11 @@ pub struct TargetArgs {
     /// ALPN protocol to offer, e.g. x-amzn-mqtt-ca (repeatable; replaces `[target].tls.alpn`).
     #[arg(long, value_name = "PROTOCOL")]
     pub alpn: Vec<String>,
+    /// Local address to connect from, or an IPv4 range FIRST-LAST (repeatable; devices take
+    /// them round-robin; replaces `[target].source_addresses`). Spreads sessions past the
+    /// ~28k ephemeral ports one address has per destination.
+    #[arg(long = "source-address", value_name = "IP")]
+    pub source_addresses: Vec<String>,
 }
 
 impl TargetArgs {
@@ -251,6 +256,8 @@ impl TargetArgs {
             tls_versions: (!self.tls_versions.is_empty()).then(|| self.tls_versions.clone()),
             cipher_suites: (!self.cipher_suites.is_empty()).then(|| self.cipher_suites.clone()),
             alpn: (!self.alpn.is_empty()).then(|| self.alpn.clone()),
+            source_addresses: (!self.source_addresses.is_empty())
+                .then(|| self.source_addresses.clone()),
         }
     }
 }

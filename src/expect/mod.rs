@@ -196,6 +196,7 @@ async fn open_once(dev: &Device, t: &ProbeTarget) -> Result<Session, Failure> {
         clean_session: true,
         timeout: t.timeout,
         tls: dev.tls.clone(),
+        source: None,
     });
     match tokio::time::timeout(t.timeout, s.connect()).await {
         Ok(Ok(_)) => Ok(s),

@@ -135,6 +135,8 @@ struct GroupCtx {
     recorder: Arc<Recorder>,
     window: watch::Receiver<Option<TrafficWindow>>,
     control: watch::Receiver<Control>,
+    /// Local addresses to connect from, round-robin by global device index (empty: any).
+    sources: Arc<[std::net::IpAddr]>,
 }
 
 /// How long after the window closes devices get to receive what is still in flight.
@@ -183,6 +185,7 @@ pub async fn run(
         (stop_ticks, handle)
     };
 
+    let sources: Arc<[std::net::IpAddr]> = plan.source_addresses.clone().into();
     let mut offset = 0;
     for (g, (group, fleet)) in plan.groups.iter().zip(fleets).enumerate() {
         let ctx = Arc::new(GroupCtx {
@@ -195,6 +198,7 @@ pub async fn run(
             recorder: recorder.clone(),
             window: window_rx.clone(),
             control: control.subscribe(),
+            sources: sources.clone(),
         });
         offset += group.devices as usize;
         tracker.spawn(spawn_group(
@@ -443,6 +447,7 @@ async fn device(
         clean_session: ctx.plan.clean_session,
         timeout: ctx.plan.connect.timeout,
         tls,
+        source: source_address(&ctx.sources, ctx.offset + index),
     });
 
     counters.connecting.fetch_add(1, Relaxed);
@@ -500,6 +505,11 @@ async fn device(
                 .error(f.class, format!("{client_id}: {}", f.detail));
         }
     }
+}
+
+/// Device `global`'s source address: round-robin over `sources` by global device index.
+fn source_address(sources: &[std::net::IpAddr], global: usize) -> Option<std::net::IpAddr> {
+    (!sources.is_empty()).then(|| sources[global % sources.len()])
 }
 
 fn unix_now() -> i64 {

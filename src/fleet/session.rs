@@ -37,6 +37,8 @@ pub struct SessionOptions<'a> {
     pub timeout: Duration,
     /// This device's TLS configuration.
     pub tls: Arc<ClientConfig>,
+    /// Local address to connect from (`source_addresses`); `None`: the kernel picks.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// A device's client handle and event loop.
@@ -57,6 +59,10 @@ impl Session {
         net.set_tcp_nodelay(true);
         // rumqttc's own timeout must not fire before ours.
         net.set_connection_timeout(o.timeout.as_secs() + 1);
+        if let Some(ip) = o.source {
+            // Port 0 with IP_BIND_ADDRESS_NO_PORT: the port is picked per destination.
+            net.set_bind_addr(std::net::SocketAddr::new(ip, 0));
+        }
         let transport = Transport::tls_with_config(TlsConfiguration::Rustls(o.tls));
         match o.protocol {
             Protocol::V311 => {

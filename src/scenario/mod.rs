@@ -60,6 +60,7 @@ pub mod faults;
 mod raw;
 pub mod reconnect;
 mod slo;
+pub mod source;
 mod tls;
 pub mod traffic;
 mod values;
@@ -133,6 +134,9 @@ pub struct Plan {
     pub policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
     /// The `[slo]` table's objectives, judged against the report.
     pub slos: Vec<crate::slo::Slo>,
+    /// Local addresses devices connect from, round-robin by device index
+    /// (`[target] source_addresses`, `--source-address`); empty: the kernel picks.
+    pub source_addresses: Vec<std::net::IpAddr>,
 }
 
 /// Where devices connect.
@@ -271,6 +275,8 @@ pub struct Overrides {
     pub cipher_suites: Option<Vec<String>>,
     /// `--alpn` (repeatable): replaces `[target].tls.alpn`.
     pub alpn: Option<Vec<String>>,
+    /// `--source-address` (repeatable): replaces `[target].source_addresses`.
+    pub source_addresses: Option<Vec<String>>,
 }
 
 impl Plan {
@@ -340,6 +346,14 @@ fn validate(
         Some(raw) => identity(src, raw)?,
         None => IdentityPlan::default(),
     };
+    let source_addresses = source::source_addresses(
+        src,
+        raw.target
+            .as_ref()
+            .and_then(|t| t.get_ref().source_addresses.as_ref()),
+        overrides,
+        &target,
+    )?;
     let groups = groups(src, raw.group.as_ref(), default_protocol)?;
     let mut expect = expect::expectations(src, raw.expect.as_ref(), &groups)?;
     let (from_policy, policy) =
@@ -359,6 +373,7 @@ fn validate(
         expect,
         policy,
         slos,
+        source_addresses,
     })
 }
 

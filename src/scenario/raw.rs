@@ -44,6 +44,8 @@ pub(super) struct RawTarget {
     pub sni: Option<Spanned<IgnoredAny>>,
     /// TLS versions, cipher suites, ALPN.
     pub tls: Option<Spanned<RawTls>>,
+    /// Local addresses to connect from (checked in `source.rs`).
+    pub source_addresses: Option<Vec<Spanned<String>>>,
 }
 
 /// `[target].tls = { ... }`.
