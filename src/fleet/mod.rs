@@ -42,6 +42,16 @@ use pacer::Pacer;
 use rustls_pki_types::CertificateDer;
 use session::{Session, SessionOptions};
 
+/// Bytes of one device task's future, as spawned (`std::mem::size_of_val`): the state every
+/// session keeps in its task, measured once per run for the scale bench's memory breakdown.
+static DEVICE_TASK_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Size in bytes of a device task's future (0 before any device was spawned): part of every
+/// session's memory, reported by `benches/scale.rs`.
+pub fn device_task_bytes() -> usize {
+    DEVICE_TASK_BYTES.load(Relaxed)
+}
+
 /// How often the aggregator publishes a snapshot.
 pub const TICK: Duration = Duration::from_millis(250);
 /// How long devices get to send DISCONNECT at the end.
@@ -343,13 +353,17 @@ async fn spawn_group(
                 p.expect("semaphore is never closed")
             }
         };
-        tracker.spawn(device(
+        let task = device(
             ctx.clone(),
             k as usize,
             permit,
             stop.clone(),
             end.clone(),
-        ));
+        );
+        if k == 0 {
+            DEVICE_TASK_BYTES.store(std::mem::size_of_val(&task), Relaxed);
+        }
+        tracker.spawn(task);
     }
     let never = ctx.plan.devices - ctx.recorder.group(ctx.group).attempted.load(Relaxed);
     if stop.is_cancelled() && never > 0 {
