@@ -6,7 +6,8 @@
 //! (defaults: stages of 10,000 then 19,500 sessions, 4 brokers, 1,000 connects/s in all,
 //! 100 in flight per broker, no source-address spread, 8 s hold, 3.1.1).
 //!
-//! Per stage: fresh brokers, each holding its share (`max_connections` set, its open-file limit
+//! Each stage runs in a fresh child process (memory is not inherited from the last stage), with
+//! fresh brokers, each holding its share (`max_connections` set, its open-file limit
 //! checked from `/proc/PID/limits`); identities signed or reused before the clock starts (ECDSA
 //! P-256). Reported: sessions connected and failed (must be 0), connects/s over the ramp,
 //! client CPU per connect (getrusage over the ramp: TLS configs, handshakes, CONNECT/CONNACK),
@@ -79,7 +80,9 @@ fn listen_overflows() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
     let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
     let (names, values) = (lines.next()?, lines.next()?);
-    let i = names.split_whitespace().position(|n| n == "ListenOverflows")?;
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
     values.split_whitespace().nth(i)?.parse().ok()
 }
 
@@ -99,10 +102,45 @@ fn rss_of(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// Sizes of a session's connect and poll futures (the device task holds the larger of its
+/// states inline, so these bound what every idle session carries).
+fn future_sizes() -> (usize, usize) {
+    let trust = thingswarm::tls::ServerTrust::insecure();
+    let id = thingswarm::identity::cache::ensure(
+        tempfile::tempdir().unwrap().path(),
+        &plan_for(&args(), 0, 1).fleet_spec(&plan_for(&args(), 0, 1).groups[0]),
+        1,
+        false,
+    )
+    .unwrap()
+    .0;
+    let tls = trust
+        .client_config(&id.client_id(0), id.cert_chain(0), id.key(0).clone_key())
+        .unwrap();
+    let mut session = Session::new(thingswarm::fleet::session::SessionOptions {
+        client_id: "x".into(),
+        host: "127.0.0.1",
+        port: 1,
+        protocol: thingswarm::scenario::Protocol::V311,
+        keepalive: Duration::from_secs(60),
+        clean_session: true,
+        timeout: Duration::from_secs(1),
+        tls,
+        source: None,
+        inflight: 1,
+    });
+    let connect = std::mem::size_of_val(&session.connect());
+    let next = std::mem::size_of_val(&session.next());
+    (connect, next)
+}
+
 fn plan_for(a: &Args, k: u64, devices: u64) -> Plan {
     let sources = match a.sources {
         0 => String::new(),
-        s => format!("[target]\nsource_addresses = [\"127.0.0.2-127.0.0.{}\"]\n", 1 + s),
+        s => format!(
+            "[target]\nsource_addresses = [\"127.0.0.2-127.0.0.{}\"]\n",
+            1 + s
+        ),
     };
     let text = format!(
         r#"name = "scale-bench"
@@ -124,8 +162,43 @@ keepalive = "120s"
     Plan::from_str(&text, Path::new("scale.toml"), &Overrides::default()).unwrap()
 }
 
+/// Several stages run one child process each (this binary, one `--sessions N`), so a stage's
+/// memory is measured from a fresh process, not from what the previous stage left in malloc.
+fn run_stages_in_children(a: &Args) {
+    let mut failed = 0;
+    for &sessions in &a.stages {
+        let mut argv: Vec<String> = std::env::args().skip(1).collect();
+        match argv.iter().position(|x| x == "--sessions") {
+            Some(i) => argv[i + 1] = sessions.to_string(),
+            None => argv.extend(["--sessions".to_string(), sessions.to_string()]),
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(&argv)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("re-running this bench for one stage");
+        assert!(
+            out.status.success(),
+            "stage {sessions} failed: {}",
+            out.status
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().next().unwrap_or("{}");
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        failed += v["failed"].as_u64().unwrap_or(1);
+        println!("{line}");
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "bench": "scale", "stages": a.stages.len(), "failed_total": failed })
+    );
+}
+
 fn main() {
     let a = args();
+    if a.stages.len() > 1 {
+        return run_stages_in_children(&a);
+    }
     install_crypto_provider();
     let (soft, hard) = thingswarm::limits::raise_nofile();
     let budget = SessionBudget::new(soft, false);
@@ -136,6 +209,7 @@ fn main() {
         .build()
         .unwrap();
     let mut lines = Vec::new();
+    // One stage per process (see `run_stages_in_children`).
     for &sessions in &a.stages {
         if let Err(e) = budget.check(sessions) {
             panic!("stage of {sessions} sessions: {e}");
@@ -265,6 +339,8 @@ fn main() {
             "sizes_bytes": {
                 "device_task_future": fleet::device_task_bytes(),
                 "session": std::mem::size_of::<Session>(),
+                "session_connect_future": future_sizes().0,
+                "session_next_future": future_sizes().1,
                 "rumqttc_event_v311": std::mem::size_of::<rumqttc::Event>(),
                 "rumqttc_event_v5": std::mem::size_of::<rumqttc::v5::Event>(),
             },
@@ -273,7 +349,10 @@ fn main() {
         println!("{line}");
         lines.push(line);
     }
-    let failed: u64 = lines.iter().map(|l| l["failed"].as_u64().unwrap_or(0)).sum();
+    let failed: u64 = lines
+        .iter()
+        .map(|l| l["failed"].as_u64().unwrap_or(0))
+        .sum();
     println!(
         "{}",
         serde_json::json!({ "bench": "scale", "stages": lines.len(), "failed_total": failed })

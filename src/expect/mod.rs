@@ -197,6 +197,7 @@ async fn open_once(dev: &Device, t: &ProbeTarget) -> Result<Session, Failure> {
         timeout: t.timeout,
         tls: dev.tls.clone(),
         source: None,
+        inflight: crate::fleet::session::INFLIGHT,
     });
     match tokio::time::timeout(t.timeout, s.connect()).await {
         Ok(Ok(_)) => Ok(s),

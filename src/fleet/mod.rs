@@ -353,13 +353,7 @@ async fn spawn_group(
                 p.expect("semaphore is never closed")
             }
         };
-        let task = device(
-            ctx.clone(),
-            k as usize,
-            permit,
-            stop.clone(),
-            end.clone(),
-        );
+        let task = device(ctx.clone(), k as usize, permit, stop.clone(), end.clone());
         if k == 0 {
             DEVICE_TASK_BYTES.store(std::mem::size_of_val(&task), Relaxed);
         }
@@ -462,6 +456,10 @@ async fn device(
         timeout: ctx.plan.connect.timeout,
         tls,
         source: source_address(&ctx.sources, ctx.offset + index),
+        inflight: match &ctx.plan.publish {
+            Some(p) if p.qos > 0 => session::INFLIGHT,
+            _ => 1,
+        },
     });
 
     counters.connecting.fetch_add(1, Relaxed);

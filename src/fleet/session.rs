@@ -39,6 +39,9 @@ pub struct SessionOptions<'a> {
     pub tls: Arc<ClientConfig>,
     /// Local address to connect from (`source_addresses`); `None`: the kernel picks.
     pub source: Option<std::net::IpAddr>,
+    /// QoS 1/2 publishes in flight: [`INFLIGHT`] for a device that publishes them, 1 for the
+    /// rest (rumqttc keeps a slot per in-flight publish in every session).
+    pub inflight: u16,
 }
 
 /// A device's client handle and event loop.
@@ -70,7 +73,7 @@ impl Session {
                 opts.set_transport(transport)
                     .set_keep_alive(o.keepalive)
                     .set_clean_session(o.clean_session)
-                    .set_inflight(INFLIGHT);
+                    .set_inflight(o.inflight.max(1));
                 let (client, mut events) = rumqttc::AsyncClient::new(opts, REQUEST_CAPACITY);
                 events.set_network_options(net);
                 Session::V311(client, events)
@@ -80,7 +83,7 @@ impl Session {
                 opts.set_transport(transport)
                     .set_keep_alive(o.keepalive)
                     .set_clean_start(o.clean_session)
-                    .set_outgoing_inflight_upper_limit(INFLIGHT)
+                    .set_outgoing_inflight_upper_limit(o.inflight.max(1))
                     .set_network_options(net);
                 let (client, events) = v5::AsyncClient::new(opts, REQUEST_CAPACITY);
                 Session::V5(client, events)
