@@ -328,6 +328,11 @@ pub struct TargetArgs {
     /// TLS library: auto, rustls or openssl; replaces `[target].tls.backend`.
     #[arg(long, value_name = "BACKEND")]
     pub tls_backend: Option<String>,
+    /// Local address to connect from, or an IPv4 range FIRST-LAST (repeatable; devices take
+    /// them round-robin; replaces `[target].source_addresses`). Spreads sessions past the
+    /// ~28k ephemeral ports one address has per destination.
+    #[arg(long = "source-address", value_name = "IP")]
+    pub source_addresses: Vec<String>,
 }
 
 impl TargetArgs {
@@ -342,6 +347,8 @@ impl TargetArgs {
             alpn: (!self.alpn.is_empty()).then(|| self.alpn.clone()),
             sni: self.sni.clone(),
             tls_backend: self.tls_backend.clone(),
+            source_addresses: (!self.source_addresses.is_empty())
+                .then(|| self.source_addresses.clone()),
         }
     }
 }

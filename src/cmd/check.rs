@@ -43,6 +43,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             println!("  WARNING:   {w}");
         }
     }
+    if !plan.source_addresses.is_empty() {
+        println!("  sources:   {}", crate::cmd::run::sources_label(&plan));
+    }
     if !plan.tls.is_default() {
         let t = &plan.tls;
         let or_all = |v: Vec<String>| match v.is_empty() {
@@ -78,6 +81,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         "  duration:  hold {} after the connect ramp",
         human(plan.duration)
     );
+    // What `run` will have: the soft limit raised to the hard one.
+    let (soft, hard) = crate::limits::raise_nofile();
+    let budget = super::run::session_budget(&plan, soft);
+    println!("  limits:    {}", budget.describe(hard));
+    budget
+        .check(plan.total_devices())
+        .map_err(|e| super::BadInput(format!("{}: {e}", plan.source.display())))?;
 
     for g in &plan.groups {
         println!();

@@ -30,9 +30,6 @@ use crate::tui::{self, Ui};
 #[error("{0}")]
 pub struct TargetError(pub String);
 
-/// File descriptors kept free for everything that is not a session.
-const FD_RESERVE: u64 = 200;
-
 /// The proxy a fault timeline needs, in front of a loopback target (the TLS server name stays
 /// the target's: only the port changes).
 async fn fault_proxy(plan: &Plan, target: &Endpoint) -> anyhow::Result<crate::proxy::Proxy> {
@@ -79,8 +76,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .transpose()
         .map_err(|e| BadInput(e.to_string()))?;
     crate::tls::install_crypto_provider();
-    let (soft, _) = crate::limits::raise_nofile();
-    check_fd_budget(&plan, soft)?;
+    check_fd_budget(&plan)?;
     let started_at = time::OffsetDateTime::now_utc();
     let out = args
         .out
@@ -131,6 +127,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         if let Some(w) = t.warning() {
             eprintln!("WARNING: {w}");
         }
+    }
+    if !plan.source_addresses.is_empty() {
+        eprintln!("sources     {}", sources_label(&plan));
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -497,26 +496,45 @@ pub(super) fn use_dashboard(args: &RunArgs) -> anyhow::Result<bool> {
 }
 
 /// Refuses plans that would run out of file descriptors mid-ramp, before any connection.
-fn check_fd_budget(plan: &Plan, soft_limit: u64) -> anyhow::Result<()> {
-    let per_session = if matches!(plan.target, Target::Embedded) {
-        2
-    } else {
-        1
-    };
-    let needed = plan.shard_devices() * per_session + FD_RESERVE;
-    if needed > soft_limit {
-        let hint = if per_session == 2 {
-            "the in-process embedded broker holds the other end of every session: run `thingswarm broker` separately and pass --target/--server-ca, or use fewer devices"
-        } else {
-            "use fewer devices per process"
-        };
-        anyhow::bail!(BadInput(format!(
-            "{}: {} devices need ~{needed} open files but this process may open {soft_limit}; {hint}",
-            plan.source.display(),
-            plan.shard_devices()
-        )));
-    }
+/// Raises the open-file limit, says how many sessions it allows, and refuses a fleet that
+/// one process cannot hold (exit 2, naming the processes or shards that would).
+fn check_fd_budget(plan: &Plan) -> anyhow::Result<()> {
+    let (soft, hard) = crate::limits::raise_nofile();
+    let budget = session_budget(plan, soft);
+    eprintln!("limits      {}", budget.describe(hard));
+    budget
+        .check(plan.shard_devices())
+        .map_err(|e| BadInput(format!("{}: {e}", plan.source.display())))?;
     Ok(())
+}
+
+/// `3 source addresses, round-robin by device: 127.0.0.2, 127.0.0.3, 127.0.0.4` (the
+/// first few of a long list).
+pub(crate) fn sources_label(plan: &Plan) -> String {
+    let n = plan.source_addresses.len();
+    let shown: Vec<String> = plan
+        .source_addresses
+        .iter()
+        .take(4)
+        .map(|ip| ip.to_string())
+        .collect();
+    format!(
+        "{n} source address{}, round-robin by device: {}{}",
+        if n == 1 { "" } else { "es" },
+        shown.join(", "),
+        if n > 4 { ", ..." } else { "" }
+    )
+}
+
+/// The descriptor budget of `plan` in this process under `open_files`.
+pub(crate) fn session_budget(plan: &Plan, open_files: u64) -> crate::limits::SessionBudget {
+    let budget =
+        crate::limits::SessionBudget::new(open_files, matches!(plan.target, Target::Embedded));
+    if plan.faults.is_empty() {
+        budget
+    } else {
+        budget.with_fault_proxy()
+    }
 }
 
 pub(super) type BrokerGuard = Option<Box<dyn std::any::Any>>;

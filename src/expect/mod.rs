@@ -194,6 +194,8 @@ async fn open_once(dev: &Device, t: &ProbeTarget) -> Result<Session, Failure> {
         clean_session: true,
         timeout: t.timeout,
         tls: dev.tls.clone(),
+        source: None,
+        inflight: crate::fleet::session::INFLIGHT,
     });
     match tokio::time::timeout(t.timeout, s.connect()).await {
         Ok(Ok(_)) => Ok(s),

@@ -45,6 +45,16 @@ use pacer::Pacer;
 use rustls_pki_types::CertificateDer;
 use session::{Session, SessionOptions};
 
+/// Bytes of one device task's future, as spawned (`std::mem::size_of_val`): the state every
+/// session keeps in its task, measured once per run for the scale bench's memory breakdown.
+static DEVICE_TASK_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Size in bytes of a device task's future (0 before any device was spawned): part of every
+/// session's memory, reported by `benches/scale.rs`.
+pub fn device_task_bytes() -> usize {
+    DEVICE_TASK_BYTES.load(Relaxed)
+}
+
 /// How often the aggregator publishes a snapshot.
 pub const TICK: Duration = Duration::from_millis(250);
 /// How long devices get to send DISCONNECT at the end.
@@ -155,6 +165,8 @@ struct GroupCtx {
     /// Shadow counters and histograms (AWS Device Shadow groups).
     shadow: Arc<crate::aws::stats::ShadowStats>,
     proto: Arc<protocol::GroupProtocolStats>,
+    /// Local addresses to connect from, round-robin by global device index (empty: any).
+    sources: Arc<[std::net::IpAddr]>,
 }
 
 /// How long after the window closes devices get to receive what is still in flight.
@@ -231,6 +243,7 @@ pub async fn run(
 
     let proto: Vec<Arc<protocol::GroupProtocolStats>> =
         plan.groups.iter().map(|_| Default::default()).collect();
+    let sources: Arc<[std::net::IpAddr]> = plan.source_addresses.clone().into();
     let mut offset = 0;
     for (g, (group, fleet)) in plan.groups.iter().zip(fleets).enumerate() {
         let ctx = Arc::new(GroupCtx {
@@ -247,6 +260,7 @@ pub async fn run(
             life: life.group(g),
             shadow: shadow_stats.clone(),
             proto: proto[g].clone(),
+            sources: sources.clone(),
         });
         offset += group.devices as usize;
         tracker.spawn(spawn_group(
@@ -409,13 +423,11 @@ async fn spawn_group(
                 p.expect("semaphore is never closed")
             }
         };
-        tracker.spawn(device(
-            ctx.clone(),
-            k as usize,
-            permit,
-            stop.clone(),
-            end.clone(),
-        ));
+        let task = device(ctx.clone(), k as usize, permit, stop.clone(), end.clone());
+        if k == 0 {
+            DEVICE_TASK_BYTES.store(std::mem::size_of_val(&task), Relaxed);
+        }
+        tracker.spawn(task);
     }
     let never = slice
         .count
@@ -523,6 +535,11 @@ async fn device(
             clean_session: ctx.plan.clean_session,
             timeout: ctx.plan.connect.timeout,
             tls,
+            source: source_address(&ctx.sources, ctx.offset + index),
+            inflight: match &ctx.plan.publish {
+                Some(p) if p.qos > 0 => session::INFLIGHT,
+                _ => 1,
+            },
         },
         &ctx.plan.options,
     );
@@ -592,6 +609,11 @@ async fn device(
                 .error(f.class, format!("{client_id}: {}", f.detail));
         }
     }
+}
+
+/// Device `global`'s source address: round-robin over `sources` by global device index.
+fn source_address(sources: &[std::net::IpAddr], global: usize) -> Option<std::net::IpAddr> {
+    (!sources.is_empty()).then(|| sources[global % sources.len()])
 }
 
 fn unix_now() -> i64 {

@@ -37,6 +37,11 @@ pub struct SessionOptions<'a> {
     pub timeout: Duration,
     /// This device's TLS (rustls or OpenSSL, see [`DeviceTls`]).
     pub tls: DeviceTls,
+    /// Local address to connect from (`source_addresses`); `None`: the kernel picks.
+    pub source: Option<std::net::IpAddr>,
+    /// QoS 1/2 publishes in flight: [`INFLIGHT`] for a device that publishes them, 1 for the
+    /// rest (rumqttc keeps a slot per in-flight publish in every session).
+    pub inflight: u16,
 }
 
 /// A device's client handle and event loop.
@@ -65,13 +70,17 @@ impl Session {
         net.set_connection_timeout(o.timeout.as_secs() + 1);
         let transport = super::protocol::transport(&g.transport, &o.tls, o.host, &mut net);
         let addr = g.transport.broker_addr(o.host, o.port);
+        if let Some(ip) = o.source {
+            // Port 0 with IP_BIND_ADDRESS_NO_PORT: the port is picked per destination.
+            net.set_bind_addr(std::net::SocketAddr::new(ip, 0));
+        }
         match o.protocol {
             Protocol::V311 => {
                 let mut opts = rumqttc::MqttOptions::new(o.client_id, addr, o.port);
                 opts.set_transport(transport)
                     .set_keep_alive(o.keepalive)
                     .set_clean_session(o.clean_session)
-                    .set_inflight(INFLIGHT);
+                    .set_inflight(o.inflight.max(1));
                 let (client, mut events) = rumqttc::AsyncClient::new(opts, REQUEST_CAPACITY);
                 events.set_network_options(net);
                 Session::V311(client, events)
@@ -81,7 +90,7 @@ impl Session {
                 opts.set_transport(transport)
                     .set_keep_alive(o.keepalive)
                     .set_clean_start(o.clean_session)
-                    .set_outgoing_inflight_upper_limit(INFLIGHT)
+                    .set_outgoing_inflight_upper_limit(o.inflight.max(1))
                     .set_network_options(net);
                 super::protocol::apply_v5(&mut opts, &g.v5);
                 let (client, events) = v5::AsyncClient::new(opts, REQUEST_CAPACITY);

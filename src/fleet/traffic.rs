@@ -80,8 +80,17 @@ pub(super) async fn serve(
     let mut finished = publish.is_none();
     let mut seq = 0u64;
     let mut written = 0u64;
-    let mut handed: VecDeque<Handed> = VecDeque::with_capacity(REQUEST_CAPACITY + 2);
-    let mut inflight: Vec<Option<(Instant, Instant, bool)>> = vec![None; INFLIGHT as usize + 1];
+    // Only publishers keep these (an idle or subscribe-only session holds none); packet ids
+    // index the in-flight table only for QoS 1/2.
+    let mut handed: VecDeque<Handed> = match publish {
+        Some(_) => VecDeque::with_capacity(REQUEST_CAPACITY + 2),
+        None => VecDeque::new(),
+    };
+    let slots = match publish {
+        Some(p) if p.qos > 0 => INFLIGHT as usize + 1,
+        _ => 0,
+    };
+    let mut inflight: Vec<Option<(Instant, Instant, bool)>> = vec![None; slots];
     let mut outstanding = 0usize;
     let mut backoff = ctx
         .plan

@@ -62,6 +62,7 @@ mod raw;
 pub mod reconnect;
 pub mod shadow;
 mod slo;
+pub mod source;
 mod tls;
 pub mod traffic;
 mod values;
@@ -139,6 +140,9 @@ pub struct Plan {
     pub slos: Vec<crate::slo::Slo>,
     /// Which slice of every group this process runs (`run --shard i/N`; whole by default).
     pub shard: crate::shard::Shard,
+    /// Local addresses devices connect from, round-robin by device index
+    /// (`[target] source_addresses`, `--source-address`); empty: the kernel picks.
+    pub source_addresses: Vec<std::net::IpAddr>,
 }
 
 /// Where devices connect.
@@ -287,6 +291,8 @@ pub struct Overrides {
     pub sni: Option<String>,
     /// `--tls-backend auto|rustls|openssl`: replaces `[target].tls.backend`.
     pub tls_backend: Option<String>,
+    /// `--source-address` (repeatable): replaces `[target].source_addresses`.
+    pub source_addresses: Option<Vec<String>>,
 }
 
 impl Plan {
@@ -380,6 +386,14 @@ fn validate(
     )?;
     let groups = groups(src, raw.group.as_ref(), default_protocol, &transport)?;
     protocol::check_groups(src, &groups, duration)?;
+    let source_addresses = source::source_addresses(
+        src,
+        raw.target
+            .as_ref()
+            .and_then(|t| t.get_ref().source_addresses.as_ref()),
+        overrides,
+        &target,
+    )?;
     let mut expect = expect::expectations(src, raw.expect.as_ref(), &groups)?;
     let (from_policy, policy) =
         expect::from_policy(src, raw.policy.as_ref(), &groups, expect.len())?;
@@ -401,6 +415,7 @@ fn validate(
         policy,
         slos,
         shard: crate::shard::Shard::WHOLE,
+        source_addresses,
     })
 }
 

@@ -50,6 +50,8 @@ pub(super) struct RawTarget {
     pub transport: Option<Spanned<String>>,
     /// WebSocket URL path: checked in `protocol.rs`.
     pub path: Option<Spanned<String>>,
+    /// Local addresses to connect from (checked in `source.rs`).
+    pub source_addresses: Option<Vec<Spanned<String>>>,
 }
 
 /// `[target].tls = { ... }`.

@@ -431,7 +431,7 @@ impl TrafficHistograms {
 
 /// A device's latency samples, batched so that recording a message takes no lock: the batch
 /// goes into the device's shard when full or a quarter second old. Its buffer is allocated
-/// once per device.
+/// once per device, at its first sample (an idle session keeps none).
 pub struct Samples {
     buf: Vec<(Metric, bool, u64)>,
     shard: usize,
@@ -444,7 +444,7 @@ impl Samples {
     /// An empty batch for device `index`.
     pub fn new(index: usize) -> Samples {
         Samples {
-            buf: Vec::with_capacity(Self::CAPACITY),
+            buf: Vec::new(),
             shard: index,
             flushed: Instant::now(),
         }
@@ -460,6 +460,9 @@ impl Samples {
         latency: Duration,
         now: Instant,
     ) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(Self::CAPACITY);
+        }
         self.buf.push((metric, steady, latency.as_micros() as u64));
         if self.buf.len() == Self::CAPACITY || now - self.flushed >= Duration::from_millis(250) {
             self.flush(recorder, now);

@@ -76,6 +76,9 @@ pub struct ServerTrust {
     sni: Option<Arc<str>>,
     /// The OpenSSL side of the same choices.
     openssl: Arc<openssl::OpensslPlan>,
+    /// Everything but the client identity, built once and cloned per device: the clone shares
+    /// the verifier, provider and the other `Arc`s instead of allocating them per session.
+    base: std::sync::OnceLock<Arc<ClientConfig>>,
 }
 
 impl ServerTrust {
@@ -102,6 +105,7 @@ impl ServerTrust {
             needs_openssl: false,
             sni: None,
             openssl: Arc::new(openssl::OpensslPlan::new(&TlsOptions::default(), cas, true)),
+            base: Default::default(),
         })
     }
 
@@ -123,6 +127,7 @@ impl ServerTrust {
                 &[],
                 false,
             )),
+            base: Default::default(),
         }
     }
 
@@ -185,24 +190,50 @@ impl ServerTrust {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Arc<ClientConfig>, TlsError> {
+        let identity = |source| TlsError::ClientIdentity {
+            client_id: client_id.to_string(),
+            source,
+        };
+        let base = match self.base.get() {
+            Some(base) => base,
+            None => {
+                let built = self.base_config().map_err(identity)?;
+                self.base.get_or_init(|| built)
+            }
+        };
+        // ECDSA first: rustls's generic loader tries RSA before ECDSA, a failed parse per
+        // connect for the default P-256 fleets. Other key types take the generic path.
+        let signing_key = match rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&key) {
+            Ok(k) => k,
+            Err(_) => self
+                .provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(identity)?,
+        };
+        let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
+        // As rustls's own loader: a key whose consistency cannot be checked is accepted.
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(e) => return Err(identity(e)),
+        }
+        let mut config = ClientConfig::clone(base);
+        config.client_auth_cert_resolver =
+            Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+        Ok(Arc::new(config))
+    }
+
+    /// The shared part of every device's config: versions, verifier, ALPN, no resumption.
+    fn base_config(&self) -> Result<Arc<ClientConfig>, rustls::Error> {
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&self.versions)
-            .map_err(|source| TlsError::ClientIdentity {
-                client_id: client_id.to_string(),
-                source,
-            })?;
+            .with_protocol_versions(&self.versions)?;
         let builder = match &self.verifier {
             Some(v) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(v.clone()),
             None => builder.with_root_certificates(self.roots.clone()),
         };
-        let mut config = builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|source| TlsError::ClientIdentity {
-                client_id: client_id.to_string(),
-                source,
-            })?;
+        let mut config = builder.with_no_client_auth();
         config.resumption = Resumption::disabled();
         config.alpn_protocols = self.alpn.clone();
         Ok(Arc::new(config))
@@ -242,6 +273,7 @@ impl ServerTrust {
             &self.openssl.cas(),
             self.openssl.verifies(),
         ));
+        self.base = Default::default();
         self
     }
 }

@@ -138,6 +138,10 @@ pub use client::{
 };
 pub use eventloop::{ConnectionError, Event, EventLoop};
 pub use framed::AsyncReadWrite;
+
+/// thingswarm: initial capacity of each connection's read and write buffers (they grow with
+/// the packets). tokio-util's default of 8 KiB each is most of an idle session's memory.
+pub const BUFFER_CAPACITY: usize = 512;
 pub use mqttbytes::v4::*;
 pub use mqttbytes::*;
 #[cfg(feature = "use-rustls-no-provider")]

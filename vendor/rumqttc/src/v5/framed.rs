@@ -23,7 +23,10 @@ impl Network {
             max_incoming_size,
             max_outgoing_size: None,
         };
-        let framed = Framed::new(socket, codec);
+        // thingswarm: small read and write buffers that grow with the packets (tokio-util's
+        // default is 8 KiB each, held by every idle session), flushing at the usual 8 KiB.
+        let mut framed = Framed::with_capacity(socket, codec, crate::BUFFER_CAPACITY);
+        framed.set_backpressure_boundary(8 * 1024);
 
         Network {
             framed,
