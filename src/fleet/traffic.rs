@@ -262,22 +262,9 @@ pub(super) async fn serve(
                     if tracker.is_some() && !session.try_subscribe(&ctx.plan.subscribe) {
                         rec.error("protocol error", format!("{client_id}: SUBSCRIBE could not be queued after returning"));
                     }
-                    counters.never_sent.fetch_add(handed.len() as u64, Relaxed);
-                    handed.clear();
-                    inflight.iter_mut().for_each(|slot| *slot = None);
-                    counters.abandoned.fetch_add(outstanding as u64, Relaxed);
-                    outstanding = 0;
+                    forget_unacknowledged(counters, &mut handed, &mut inflight, &mut outstanding);
                 }
-                // A publisher's schedule resumes now: what fell due while away is not sent late.
-                if let (Some(s), Some(w)) = (schedule.as_mut(), window) {
-                    let now = Instant::now();
-                    let mut next = owed.take().unwrap_or_else(|| s.next_due().into_std());
-                    while next < now && next < w.end {
-                        counters.never_sent.fetch_add(1, Relaxed);
-                        next = s.next_due().into_std();
-                    }
-                    owed = Some(next);
-                }
+                resume_schedule(schedule.as_mut(), window, &mut owed, counters, true);
                 blocked = false;
             }
             seen = super::lifecycle::next(session, &mut life, handed.is_empty() && outstanding == 0, !stop.is_cancelled()) => {
@@ -299,28 +286,10 @@ pub(super) async fn serve(
                             rec.error("protocol error", format!("{client_id}: SUBSCRIBE could not be queued after a reconnect"));
                         }
                         if !session_present {
-                            // rumqttc drops its queued and unacknowledged requests on a new
-                            // session: the queued ones were never written, the unacknowledged
-                            // stay "sent, not acked".
-                            counters.never_sent.fetch_add(handed.len() as u64, Relaxed);
-                            handed.clear();
-                            inflight.iter_mut().for_each(|slot| *slot = None);
-                            counters.abandoned.fetch_add(outstanding as u64, Relaxed);
-                            outstanding = 0;
+                            forget_unacknowledged(counters, &mut handed, &mut inflight, &mut outstanding);
                         }
-                        // The schedule resumes now: what fell due while offline is not sent late
-                        // (nor owed at all when the device was offline by churn).
-                        if let (Some(s), Some(w)) = (schedule.as_mut(), window) {
-                            let now = Instant::now();
-                            let mut next = owed.take().unwrap_or_else(|| s.next_due().into_std());
-                            while next < now && next < w.end {
-                                if missed_is_loss {
-                                    counters.never_sent.fetch_add(1, Relaxed);
-                                }
-                                next = s.next_due().into_std();
-                            }
-                            owed = Some(next);
-                        }
+                        // Churn's offline time is not owed at all.
+                        resume_schedule(schedule.as_mut(), window, &mut owed, counters, missed_is_loss);
                     }
                     Ok(Seen::Written(pkid)) => {
                         if pkid != 0 && inflight.get(pkid as usize).is_some_and(Option::is_some) {
@@ -430,4 +399,42 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A new session (the broker kept none): rumqttc dropped its queued and unacknowledged
+/// requests. The queued ones were never written; the unacknowledged stay "sent, not acked".
+fn forget_unacknowledged(
+    counters: &crate::stats::GroupCounters,
+    handed: &mut VecDeque<Handed>,
+    inflight: &mut [Option<(Instant, Instant, bool)>],
+    outstanding: &mut usize,
+) {
+    counters.never_sent.fetch_add(handed.len() as u64, Relaxed);
+    handed.clear();
+    inflight.iter_mut().for_each(|slot| *slot = None);
+    counters.abandoned.fetch_add(*outstanding as u64, Relaxed);
+    *outstanding = 0;
+}
+
+/// After a time away, the schedule resumes now: what fell due meanwhile is not sent late; it
+/// counts as never sent when `missed_is_loss` (not for churn's planned offline time).
+fn resume_schedule(
+    schedule: Option<&mut Schedule>,
+    window: Option<TrafficWindow>,
+    owed: &mut Option<Instant>,
+    counters: &crate::stats::GroupCounters,
+    missed_is_loss: bool,
+) {
+    let (Some(s), Some(w)) = (schedule, window) else {
+        return;
+    };
+    let now = Instant::now();
+    let mut next = owed.take().unwrap_or_else(|| s.next_due().into_std());
+    while next < now && next < w.end {
+        if missed_is_loss {
+            counters.never_sent.fetch_add(1, Relaxed);
+        }
+        next = s.next_due().into_std();
+    }
+    *owed = Some(next);
 }
