@@ -627,7 +627,7 @@ fn with_reconnect_none_a_reset_device_stays_dropped() {
     let _serial = serial();
     let scenario = r#"
 name = "no-reconnect"
-duration = "2s"
+duration = "3s"
 [[group]]
 name = "pub"
 devices = 3
@@ -644,7 +644,9 @@ publish = { topic = "n/{client_id}", qos = 1, rate = "20/s", size = 64 }
         broker.server_ca_der(),
         NO_DELAY,
         NO_DELAY,
-        vec![(ms(500), Fault::ResetPublishers)],
+        // Late enough that all three are connected even on a loaded machine (at 500 ms, one
+        // run in four under a parallel CI build reset only one).
+        vec![(ms(1500), Fault::ResetPublishers)],
     );
     let c = o.result.last.groups[0];
     assert_eq!(o.resets, 3);
