@@ -96,14 +96,6 @@ pub struct TlsMatrixArgs {
     pub dir: CertsDir,
 }
 
-/// Arguments of a command that is not built yet: accepted so the command can say so plainly.
-#[derive(Debug, Args)]
-pub struct NotBuilt {
-    /// Ignored: the command is not built yet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
-}
-
 /// `thingswarm policy ...`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
