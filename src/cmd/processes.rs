@@ -119,17 +119,7 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     let group_names: Arc<[String]> = plan.groups.iter().map(|g| g.name.clone()).collect();
     let exporters = CancellationToken::new();
-    let metrics = args
-        .prometheus
-        .map(|addr| {
-            let listener = runtime
-                .block_on(async { crate::prometheus::listener(addr) })
-                .map_err(|e| BadInput(format!("--prometheus {addr}: cannot listen: {e}")))?;
-            let local = listener.local_addr().unwrap_or(addr);
-            eprintln!("prometheus  http://{local}/metrics");
-            Ok::<_, BadInput>(listener)
-        })
-        .transpose()?;
+    let metrics = super::run::bind_prometheus(&runtime, args.prometheus)?;
     let exe = std::env::current_exe().context("finding this thingswarm binary to spawn")?;
     // The dashboard's pause and rate keys change this controller; every change goes to the
     // children as a control line on their stdin.

@@ -143,17 +143,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     // Bound before the dashboard takes the terminal, so the address line is readable.
     let group_names: Arc<[String]> = plan.groups.iter().map(|g| g.name.clone()).collect();
     let exporters = CancellationToken::new();
-    let metrics = args
-        .prometheus
-        .map(|addr| {
-            let listener = runtime
-                .block_on(async { crate::prometheus::listener(addr) })
-                .map_err(|e| BadInput(format!("--prometheus {addr}: cannot listen: {e}")))?;
-            let local = listener.local_addr().unwrap_or(addr);
-            eprintln!("prometheus  http://{local}/metrics");
-            Ok::<_, BadInput>(listener)
-        })
-        .transpose()?;
+    let metrics = bind_prometheus(&runtime, args.prometheus)?;
     // The dashboard draws on its own thread from here until the summary has been seen.
     let ui = if dashboard {
         let mut header = tui::Header::of(&plan, &target.url);
@@ -671,4 +661,21 @@ pub(super) async fn progress_lines(mut rx: watch::Receiver<Arc<Snapshot>>) {
             s.errors.iter().map(|e| e.count).sum::<u64>(),
         );
     }
+}
+
+/// Binds `--prometheus ADDR` (before the dashboard takes the terminal, so the address line
+/// is readable); a busy address is bad input.
+pub(super) fn bind_prometheus(
+    runtime: &tokio::runtime::Runtime,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<tokio::net::TcpListener>, BadInput> {
+    addr.map(|addr| {
+        let listener = runtime
+            .block_on(async { crate::prometheus::listener(addr) })
+            .map_err(|e| BadInput(format!("--prometheus {addr}: cannot listen: {e}")))?;
+        let local = listener.local_addr().unwrap_or(addr);
+        eprintln!("prometheus  http://{local}/metrics");
+        Ok(listener)
+    })
+    .transpose()
 }
