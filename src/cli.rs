@@ -295,8 +295,10 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     /// External broker to use instead of the scenario's target (mqtts://host:port).
+    /// Repeatable with `--shard i/N` or `--processes N`: shard i connects to the (i mod
+    /// count)-th, so shards can spread over several brokers (or cluster nodes).
     #[arg(long, value_name = "URL")]
-    pub target: Option<String>,
+    pub target: Vec<String>,
     /// CA (PEM) that verifies the external broker's certificate; replaces `server_ca`.
     #[arg(long, value_name = "PEM")]
     pub server_ca: Option<PathBuf>,
@@ -328,10 +330,11 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    /// The flags as scenario overrides.
-    pub fn overrides(&self) -> Overrides {
+    /// The flags as scenario overrides, for shard `shard` (0 outside shards): its `--target`
+    /// is the (shard mod count)-th.
+    pub fn overrides(&self, shard: u32) -> Overrides {
         Overrides {
-            target: self.target.clone(),
+            target: self.target_of(shard).map(str::to_string),
             server_ca: self.server_ca.clone(),
             insecure: self.insecure,
             tls_versions: (!self.tls_versions.is_empty()).then(|| self.tls_versions.clone()),
@@ -342,6 +345,51 @@ impl TargetArgs {
             source_addresses: (!self.source_addresses.is_empty())
                 .then(|| self.source_addresses.clone()),
         }
+    }
+
+    /// Shard `shard`'s `--target`: the (shard mod count)-th, if any was given.
+    pub fn target_of(&self, shard: u32) -> Option<&str> {
+        let n = self.target.len();
+        (n > 0).then(|| self.target[shard as usize % n].as_str())
+    }
+
+    /// The flags again, as arguments for shard `shard`'s child process (`run --processes`):
+    /// its one `--target`, and every other override unchanged.
+    pub fn child_args(&self, shard: u32) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(t) = self.target_of(shard) {
+            a.extend(["--target".to_string(), t.to_string()]);
+        }
+        if let Some(ca) = &self.server_ca {
+            a.extend(["--server-ca".to_string(), ca.display().to_string()]);
+        }
+        if self.insecure {
+            a.push("--insecure".into());
+        }
+        a.extend(self.tls_args());
+        a
+    }
+
+    /// The TLS and source-address flags alone (a child of a run against the parent's own
+    /// embedded broker gets that broker as its target instead of the user's).
+    pub fn tls_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        let mut repeat = |flag: &str, values: &[String]| {
+            for v in values {
+                a.extend([flag.to_string(), v.clone()]);
+            }
+        };
+        repeat("--tls-version", &self.tls_versions);
+        repeat("--cipher-suite", &self.cipher_suites);
+        repeat("--alpn", &self.alpn);
+        repeat("--source-address", &self.source_addresses);
+        if let Some(s) = &self.sni {
+            a.extend(["--sni".to_string(), s.clone()]);
+        }
+        if let Some(b) = &self.tls_backend {
+            a.extend(["--tls-backend".to_string(), b.clone()]);
+        }
+        a
     }
 }
 

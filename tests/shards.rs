@@ -5,6 +5,8 @@
 //!   shard's samples (report-level and per-second timeline), counters summed;
 //! - `run --processes 2` end to end against the embedded broker: the merged report's counts
 //!   are the sums of the children's, it validates against the schema and `report` renders it;
+//! - `run --processes 2` with two `--target` (two mosquittos): each shard reaches its own
+//!   broker, with every other target flag passed on;
 //! - bad `--shard` values and bad merges exit 2 with a one-line error naming the value.
 
 use std::path::{Path, PathBuf};
@@ -818,4 +820,103 @@ publish = { topic = "c/{client_id}", qos = 1, rate = "10/s" }
         .collect();
     assert_eq!(events, ["Rate 110", "Rate 120", "Pause 120"], "{events:?}");
     assert_eq!(report.shard.unwrap().groups[0].slice.first, 1);
+}
+
+/// `--processes 2` with two `--target`: shard i connects to the (i mod 2)-th broker only, and
+/// the children get every other target flag too (here `--source-address`).
+#[test]
+fn processes_spread_over_several_targets_one_broker_per_shard() {
+    use thingswarm::broker::mosquitto::{connected_usernames, Mosquitto};
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("spread.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "spread"
+duration = "1s"
+
+[[group]]
+name = "idle"
+devices = 6
+client_id = "sp-{index:02}"
+"#,
+    )
+    .unwrap();
+    let certs = tmp.path().join("certs");
+    let plan = thingswarm::scenario::Plan::load(&scenario, &Default::default()).unwrap();
+    let root = thingswarm::fleet::identities(&plan, &certs).unwrap()[0]
+        .0
+        .root()
+        .clone();
+    let Some(a) = Mosquitto::start_unless_missing(std::slice::from_ref(&root), "").unwrap() else {
+        return;
+    };
+    let b = Mosquitto::start(std::slice::from_ref(&root), "").unwrap();
+    let server_ca = tmp.path().join("brokers-ca.pem");
+    let pem = [a.server_ca(), b.server_ca()].map(|p| std::fs::read_to_string(p).unwrap());
+    std::fs::write(&server_ca, pem.concat()).unwrap();
+    let (url_a, url_b) = (
+        format!("mqtts://{}", a.addr()),
+        format!("mqtts://{}", b.addr()),
+    );
+    let out = tmp.path().join("out");
+    let (code, stdout, err) = thingswarm(&[
+        os("run"),
+        scenario.as_os_str(),
+        os("--processes"),
+        os("2"),
+        os("--no-tui"),
+        os("--out"),
+        out.as_os_str(),
+        os("--certs-dir"),
+        certs.as_os_str(),
+        os("--server-ca"),
+        server_ca.as_os_str(),
+        os("--target"),
+        os(&url_a),
+        os("--target"),
+        os(&url_b),
+        os("--source-address"),
+        os("127.0.0.3"),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let ids = |m: &Mosquitto| -> Vec<String> {
+        let mut v: Vec<String> = connected_usernames(&m.log())
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&a), ["sp-00", "sp-02", "sp-04"], "{}", a.log());
+    assert_eq!(ids(&b), ["sp-01", "sp-03", "sp-05"], "{}", b.log());
+    for m in [&a, &b] {
+        let log = m.log();
+        let froms = log.matches("New client connected from ").count();
+        assert_eq!(
+            log.matches("connected from 127.0.0.3:").count(),
+            froms,
+            "{log}"
+        );
+    }
+    let merged = read_json(&out.join("report.json"));
+    assert_eq!(merged["devices"]["connects"], 6);
+    let url = merged["target"]["url"].as_str().unwrap();
+    assert!(url.contains(&url_a) && url.contains(&url_b), "{url}");
+
+    // Several targets without shards: refused, naming the fix.
+    let (code, _, err) = thingswarm(&[
+        os("run"),
+        scenario.as_os_str(),
+        os("--server-ca"),
+        server_ca.as_os_str(),
+        os("--target"),
+        os(&url_a),
+        os("--target"),
+        os(&url_b),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--target given 2 times") && err.contains("--processes N"),
+        "{err}"
+    );
 }

@@ -13,7 +13,7 @@ use crate::traffic::payload::PayloadSpec;
 
 /// Runs `thingswarm check`.
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
-    let plan = Plan::load(&args.scenario, &args.target.overrides())?;
+    let plan = Plan::load(&args.scenario, &args.target.overrides(0))?;
     let certs_dir = &args.dir.certs_dir;
 
     println!("scenario {} ({}): valid", plan.name, plan.source.display());
@@ -30,6 +30,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         Target::Broker { .. } => format!("{} (broker NOT verified: --insecure)", plan.target.url()),
     };
     println!("  target:    {target}");
+    for (i, t) in args.target.target.iter().enumerate().skip(1) {
+        // Checked the same way when a shard takes it.
+        Plan::load(&args.scenario, &args.target.overrides(i as u32))?;
+        println!(
+            "  target:    {t} (shards i with i mod {} = {i})",
+            args.target.target.len()
+        );
+    }
     if let Some(t) = plan.groups.first().map(|g| &g.options.transport) {
         use crate::scenario::protocol::Transport;
         let path = match t {

@@ -7,7 +7,9 @@
 //! 1. loads the plan and makes the identity cache complete (children then only read it, so
 //!    they never race to sign);
 //! 2. starts the embedded broker itself when the scenario has no target (one broker for all
-//!    children: they get `--target` and its CA), else passes the target flags through;
+//!    children: they get `--target` and its CA), else passes the target flags through, child
+//!    i taking the (i mod count)-th of several `--target` values (one broker per shard where
+//!    one broker's file limit is too small for the whole fleet);
 //! 3. spawns the children in their own process group (a terminal's Ctrl-C reaches only the
 //!    parent, which forwards one SIGINT to each), stdout piped for their once-per-second
 //!    `snapshot <JSON>` lines, stderr to `OUT/shard-i/run.log`;
@@ -47,7 +49,7 @@ struct ChildEnd {
 
 /// Runs `args`' scenario as `n` shards in child processes and merges them into `--out`.
 pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
-    let plan = Plan::load(&args.scenario, &args.target.overrides())?;
+    let plan = Plan::load(&args.scenario, &args.target.overrides(0))?;
     let dashboard = use_dashboard(&args)?;
     if args.pushgateway.is_some() {
         return Err(BadInput(
@@ -101,11 +103,25 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
     }
     let (_endpoint, broker, target) = connect_target(&plan, &fleets)?;
     drop(fleets);
-    let target_flags = if embedded {
+    // Each child's target flags: the broker started here, or the user's (several `--target`
+    // values spread the shards round-robin).
+    let embedded_target = if embedded {
         embedded_flags(broker.as_deref(), &out)?
     } else {
-        passthrough_target(&args)
+        Vec::new()
     };
+    let child_target = |shard: u32| match embedded {
+        true => [embedded_target.clone(), args.target.tls_args()].concat(),
+        false => args.target.child_args(shard),
+    };
+    let mut target = target;
+    if args.target.target.len() > 1 {
+        target.url = format!(
+            "{} (shard i: the (i mod {})-th)",
+            args.target.target.join(", "),
+            args.target.target.len()
+        );
+    }
     eprintln!(
         "target      {} ({}); {n} processes",
         target.url, target.server_verification
@@ -158,7 +174,7 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
         for i in 0..n {
             let shard = Shard { index: i, count: n };
             let dir = out.join(format!("shard-{i}"));
-            let child = spawn_child(&exe, &args, shard, &dir, &target_flags);
+            let child = spawn_child(&exe, &args, shard, &dir, &child_target(shard.index));
             children.push((shard, dir, child));
         }
         let mut stdins: Vec<tokio::process::ChildStdin> = children
@@ -357,21 +373,6 @@ fn embedded_flags(broker: Option<&dyn std::any::Any>, out: &Path) -> anyhow::Res
     Err(TargetError("the embedded broker did not start".into()).into())
 }
 
-/// The user's target flags, for children of a run against an external broker.
-fn passthrough_target(args: &RunArgs) -> Vec<String> {
-    let mut flags = Vec::new();
-    if let Some(t) = &args.target.target {
-        flags.extend(["--target".to_string(), t.clone()]);
-    }
-    if let Some(ca) = &args.target.server_ca {
-        flags.extend(["--server-ca".to_string(), ca.display().to_string()]);
-    }
-    if args.target.insecure {
-        flags.push("--insecure".into());
-    }
-    flags
-}
-
 /// Starts shard `shard`'s child: same scenario and flags, its own results directory.
 fn spawn_child(
     exe: &Path,
@@ -394,15 +395,6 @@ fn spawn_child(
         .arg(&args.dir.certs_dir)
         .args(["--no-tui", "--snapshot-lines"])
         .args(target_flags);
-    for v in &args.target.tls_versions {
-        cmd.args(["--tls-version", v]);
-    }
-    for s in &args.target.cipher_suites {
-        cmd.args(["--cipher-suite", s]);
-    }
-    for a in &args.target.alpn {
-        cmd.args(["--alpn", a]);
-    }
     for slo in &args.slo {
         cmd.arg("--slo").arg(slo.to_string());
     }

@@ -62,8 +62,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     if let Some(n) = args.processes {
         return super::processes::run(args, n);
     }
-    let mut plan = Plan::load(&args.scenario, &args.target.overrides())?;
-    plan.shard = args.shard.unwrap_or_default();
+    let shard = args.shard.unwrap_or_default();
+    if args.target.target.len() > 1 && args.shard.is_none() {
+        return Err(BadInput(format!(
+            "--target given {} times: several targets spread shards over brokers (expected --shard i/N or --processes N with them, or one --target)",
+            args.target.target.len()
+        ))
+        .into());
+    }
+    let mut plan = Plan::load(&args.scenario, &args.target.overrides(shard.index))?;
+    plan.shard = shard;
     if plan.shard.index > 0 {
         // `[[expect]]` probes run once, in shard 0.
         plan.expect.clear();
