@@ -205,6 +205,18 @@ pub async fn push_periodically(
     }
 }
 
+/// The last push of a run, of its final `snapshot`: a line saying where it went, or why it
+/// failed (printed once the dashboard has given the terminal back).
+pub async fn push_final(gateway: &Pushgateway, snapshot: &Snapshot, groups: &[String]) -> String {
+    match gateway.push(&encode(snapshot, groups)).await {
+        Ok(()) => format!(
+            "pushed      final metrics to {}{}",
+            gateway.host, gateway.path
+        ),
+        Err(e) => format!("thingswarm: final push failed: {e}"),
+    }
+}
+
 /// The Prometheus text format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -194,21 +194,28 @@ pub const SNAPSHOT_PREFIX: &str = "snapshot ";
 
 /// A `--processes` child's live view for its parent: one `snapshot <JSON>` line per second on
 /// stdout (the parent aggregates them with [`aggregate`] for its progress lines or dashboard).
+/// The run's final snapshot follows with [`snapshot_line`] once the fleet has ended, so the
+/// parent's last aggregate (and final push) holds the same totals as the merged report.
 pub async fn snapshot_lines(mut rx: watch::Receiver<Arc<Snapshot>>) {
-    use std::io::Write as _;
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.tick().await;
     loop {
         every.tick().await;
         let s = rx.borrow_and_update().clone();
-        let Ok(json) = serde_json::to_string(&*s) else {
-            continue;
-        };
-        let mut out = std::io::stdout().lock();
-        // A parent that went away is not this child's problem: the report still gets written.
-        let _ = writeln!(out, "{SNAPSHOT_PREFIX}{json}");
-        let _ = out.flush();
+        snapshot_line(&s);
     }
+}
+
+/// Prints one `snapshot <JSON>` line of `s` on stdout.
+pub fn snapshot_line(s: &Snapshot) {
+    use std::io::Write as _;
+    let Ok(json) = serde_json::to_string(s) else {
+        return;
+    };
+    let mut out = std::io::stdout().lock();
+    // A parent that went away is not this child's problem: the report still gets written.
+    let _ = writeln!(out, "{SNAPSHOT_PREFIX}{json}");
+    let _ = out.flush();
 }
 
 /// Prefix of the control lines a `--processes` parent writes to its children's stdin when its

@@ -287,3 +287,65 @@ fn a_pushgateway_url_that_is_not_http_exits_2() {
         "{stderr}"
     );
 }
+
+/// `--processes 2 --pushgateway`: the parent pushes the children's aggregate, and its final
+/// push holds the merged report's totals.
+#[test]
+fn processes_push_the_aggregate_of_their_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "prom-processes"
+duration = "1s"
+
+[[group]]
+name = "pub"
+devices = 6
+client_id = "pp-{index:02}"
+publish = { topic = "pp/{client_id}", qos = 1, rate = "5/s" }
+"#,
+    )
+    .unwrap();
+    let (gateway, pushes) = fake_pushgateway();
+    let out = tmp.path().join("out");
+    let run = Command::new(env!("CARGO_BIN_EXE_thingswarm"))
+        .arg("run")
+        .arg(&scenario)
+        .args(["--no-tui", "--processes", "2", "--pushgateway"])
+        .arg(format!("http://{gateway}"))
+        .arg("--certs-dir")
+        .arg(tmp.path().join("certs"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("pushed      final metrics"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    // Shorter than the push interval: the one push is the final one.
+    let (method, path, body) = pushes
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the fake pushgateway received a push");
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("PUT", "/metrics/job/thingswarm")
+    );
+    let pushed = parse(&body);
+    let d = &report["devices"];
+    assert_eq!(d["connects"], 6);
+    for (metric, field) in [
+        ("thingswarm_connects_total", "connects"),
+        ("thingswarm_messages_sent_total", "sent"),
+        ("thingswarm_messages_acked_total", "acked"),
+    ] {
+        assert_eq!(
+            total(&pushed, metric),
+            d[field].as_f64().unwrap(),
+            "{metric}"
+        );
+    }
+}

@@ -51,12 +51,7 @@ struct ChildEnd {
 pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
     let plan = Plan::load(&args.scenario, &args.target.overrides(0))?;
     let dashboard = use_dashboard(&args)?;
-    if args.pushgateway.is_some() {
-        return Err(BadInput(
-            "--pushgateway with --processes is not built yet (use --prometheus, which serves the aggregate)".into(),
-        )
-        .into());
-    }
+    let pushgateway = super::run::pushgateway(&args)?;
     crate::tls::install_crypto_provider();
     let (soft, _) = crate::limits::raise_nofile();
     let started_at = time::OffsetDateTime::now_utc();
@@ -156,7 +151,7 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
     };
 
     let wall = Instant::now();
-    let ends = runtime.block_on(async {
+    let (ends, pushed) = runtime.block_on(async {
         crate::shutdown::on_ctrl_c(stop.clone());
         if let Some(listener) = metrics {
             tokio::spawn(crate::prometheus::serve(
@@ -164,6 +159,15 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
                 rx.clone(),
                 group_names.clone(),
                 exporters.clone(),
+            ));
+        }
+        if let Some(gateway) = &pushgateway {
+            tokio::spawn(crate::prometheus::push_periodically(
+                gateway.clone(),
+                rx.clone(),
+                group_names.clone(),
+                exporters.clone(),
+                dashboard,
             ));
         }
         let progress = ui
@@ -238,7 +242,13 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
             progress.abort();
         }
         exporters.cancel();
-        ends
+        // The aggregate of the children's last snapshots.
+        let last = rx.borrow().clone();
+        let pushed = match &pushgateway {
+            Some(g) => Some(crate::prometheus::push_final(g, &last, &group_names).await),
+            None => None,
+        };
+        (ends, pushed)
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(broker);
@@ -316,6 +326,9 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
         if let Err(e) = ui.finish(String::new()) {
             eprintln!("thingswarm: terminal UI: {e}");
         }
+    }
+    if let Some(pushed) = pushed {
+        eprintln!("{pushed}");
     }
     let outcome = super::merge::write(&out, merged, &slos)?;
     eprintln!(

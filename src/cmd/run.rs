@@ -57,6 +57,17 @@ async fn fault_proxy(plan: &Plan, target: &Endpoint) -> anyhow::Result<crate::pr
     Ok(proxy)
 }
 
+/// `--pushgateway`, parsed.
+pub(super) fn pushgateway(
+    args: &RunArgs,
+) -> Result<Option<crate::prometheus::Pushgateway>, BadInput> {
+    args.pushgateway
+        .as_deref()
+        .map(crate::prometheus::Pushgateway::parse)
+        .transpose()
+        .map_err(|e| BadInput(e.to_string()))
+}
+
 /// Runs a scenario end to end.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     if let Some(n) = args.processes {
@@ -77,12 +88,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         plan.expect.clear();
     }
     let dashboard = use_dashboard(&args)?;
-    let pushgateway = args
-        .pushgateway
-        .as_deref()
-        .map(crate::prometheus::Pushgateway::parse)
-        .transpose()
-        .map_err(|e| BadInput(e.to_string()))?;
+    let pushgateway = pushgateway(&args)?;
     crate::tls::install_crypto_provider();
     check_fd_budget(&plan)?;
     let started_at = time::OffsetDateTime::now_utc();
@@ -245,6 +251,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         if let Some(progress) = progress {
             progress.abort();
         }
+        if args.snapshot_lines {
+            crate::shard::snapshot_line(&result.last);
+        }
         let faults = match injector {
             Some(injector) => {
                 // Faults planned after the run's end are not injected.
@@ -256,16 +265,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         exporters.cancel();
         // Printed after the dashboard has given the terminal back.
         let pushed = match &pushgateway {
-            Some(gateway) => {
-                let body = crate::prometheus::encode(&result.last, &group_names);
-                Some(match gateway.push(&body).await {
-                    Ok(()) => format!(
-                        "pushed      final metrics to {}{}",
-                        gateway.host, gateway.path
-                    ),
-                    Err(e) => format!("thingswarm: final push failed: {e}"),
-                })
-            }
+            Some(g) => Some(crate::prometheus::push_final(g, &result.last, &group_names).await),
             None => None,
         };
         let probed = if expect_probes.is_empty() || result.interrupted {
