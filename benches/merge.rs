@@ -46,7 +46,10 @@ fn main() {
                 index: i,
                 count: shards,
             },
-            report.groups.iter().map(|g| (g.name.as_str(), g.planned)),
+            report
+                .groups
+                .iter()
+                .map(|g| (g.name.as_str(), g.planned, None)),
         ));
         report.timeline.clear();
         let mut intervals = Intervals::new(SystemTime::now());

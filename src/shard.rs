@@ -156,19 +156,26 @@ pub struct GroupSlice {
     /// Device indices `first + j * step`, `j < count`.
     #[serde(flatten)]
     pub slice: Slice,
+    /// A subscriber group's loss inputs: the merge settles loss across shards from these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<crate::stats::sequence::LossLedger>,
 }
 
 impl ShardInfo {
-    /// The record for `shard` of a plan with these `(group name, devices)`.
-    pub fn of<'a>(shard: Shard, groups: impl IntoIterator<Item = (&'a str, u64)>) -> ShardInfo {
+    /// The record for `shard` of a plan with these `(group name, devices, loss ledger)`.
+    pub fn of<'a>(
+        shard: Shard,
+        groups: impl IntoIterator<Item = (&'a str, u64, Option<crate::stats::sequence::LossLedger>)>,
+    ) -> ShardInfo {
         ShardInfo {
             index: shard.index,
             count: shard.count,
             groups: groups
                 .into_iter()
-                .map(|(name, devices)| GroupSlice {
+                .map(|(name, devices, loss)| GroupSlice {
                     group: name.to_string(),
                     slice: shard.slice(devices),
+                    loss,
                 })
                 .collect(),
         }
@@ -187,7 +194,7 @@ pub struct MergeInfo {
 }
 
 /// What a shard report's figures cover, stated in its `definitions`.
-pub const DEFINITION: &str = "this report covers one shard of a split run: devices k with k mod count = index of each group (same identities, client IDs and schedules as the whole run); planned and counted figures are this shard's; sequence loss is settled against this shard's publishers only; SLOs are recorded but judged on the merge (a shard exits 0 whatever they say)";
+pub const DEFINITION: &str = "this report covers one shard of a split run: devices k with k mod count = index of each group (same identities, client IDs and schedules as the whole run); planned and counted figures are this shard's; sequence loss is settled against this shard's publishers only (groups[].loss in `shard` lets the merge settle it across shards); SLOs are recorded but judged on the merge (a shard exits 0 whatever they say)";
 
 /// Prefix of the machine-readable snapshot lines a `--processes` child prints on stdout.
 pub const SNAPSHOT_PREFIX: &str = "snapshot ";
@@ -285,28 +292,12 @@ fn phase_rank(p: Phase) -> u8 {
     }
 }
 
-fn worst(a: Percentiles, b: Percentiles) -> Percentiles {
-    Percentiles {
-        count: a.count + b.count,
-        p50: a.p50.max(b.p50),
-        p90: a.p90.max(b.p90),
-        p99: a.p99.max(b.p99),
-        p99_9: a.p99_9.max(b.p99_9),
-        max: a.max.max(b.max),
-        mean: if a.count + b.count > 0 {
-            (a.mean * a.count as f64 + b.mean * b.count as f64) / (a.count + b.count) as f64
-        } else {
-            0.0
-        },
-    }
-}
-
 fn worst_latency(a: MessageLatency, b: MessageLatency) -> MessageLatency {
     MessageLatency {
-        ack: worst(a.ack, b.ack),
-        ack_corrected: worst(a.ack_corrected, b.ack_corrected),
-        e2e_corrected: worst(a.e2e_corrected, b.e2e_corrected),
-        e2e_uncorrected: worst(a.e2e_uncorrected, b.e2e_uncorrected),
+        ack: Percentiles::upper_bound(a.ack, b.ack),
+        ack_corrected: Percentiles::upper_bound(a.ack_corrected, b.ack_corrected),
+        e2e_corrected: Percentiles::upper_bound(a.e2e_corrected, b.e2e_corrected),
+        e2e_uncorrected: Percentiles::upper_bound(a.e2e_uncorrected, b.e2e_uncorrected),
     }
 }
 
@@ -343,8 +334,8 @@ pub fn aggregate(parts: &[Snapshot]) -> Snapshot {
             *g += *c;
         }
         all.connects_per_s += p.connects_per_s;
-        all.connect_interval = worst(all.connect_interval, p.connect_interval);
-        all.connect_total = worst(all.connect_total, p.connect_total);
+        all.connect_interval = Percentiles::upper_bound(all.connect_interval, p.connect_interval);
+        all.connect_total = Percentiles::upper_bound(all.connect_total, p.connect_total);
         all.rates.sent_per_s += p.rates.sent_per_s;
         all.rates.acked_per_s += p.rates.acked_per_s;
         all.rates.delivered_per_s += p.rates.delivered_per_s;

@@ -64,7 +64,7 @@ fn shard_report(base: &Report, i: u32, n: u32) -> Report {
     let mut r = base.clone();
     r.shard = Some(ShardInfo::of(
         Shard { index: i, count: n },
-        r.groups.iter().map(|g| (g.name.as_str(), g.planned)),
+        r.groups.iter().map(|g| (g.name.as_str(), g.planned, None)),
     ));
     r
 }
@@ -919,4 +919,93 @@ client_id = "sp-{index:02}"
         err.contains("--target given 2 times") && err.contains("--processes N"),
         "{err}"
     );
+}
+
+/// A subscriber in shard 0 that misses a second of traffic from publishers in both shards:
+/// the merge settles its loss against every shard's publishers (shard 0 alone knows only
+/// its own publishers' sent counts and under-counts).
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn loss_is_settled_across_shards_at_the_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("cross.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "cross"
+duration = "3s"
+
+[[group]]
+name = "away"
+devices = 1
+client_id = "x-away"
+offline = { at = "1s", for = "1s" }   # clean session: what is published meanwhile is lost
+subscribe = [{ filter = "x/#", qos = 1 }]
+
+[[group]]
+name = "sensors"
+devices = 4
+client_id = "x-s-{index}"
+publish = { topic = "x/{client_id}", qos = 1, rate = "10/s" }
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (code, stdout, err) = thingswarm(&[
+        os("run"),
+        scenario.as_os_str(),
+        os("--processes"),
+        os("2"),
+        os("--no-tui"),
+        os("--out"),
+        out.as_os_str(),
+        os("--certs-dir"),
+        tmp.path().join("certs").as_os_str(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let merged = read_json(&out.join("report.json"));
+    let shards: Vec<Value> = (0..2)
+        .map(|i| read_json(&out.join(format!("shard-{i}/report.json"))))
+        .collect();
+    let ledger = |s: &Value, key: &str| s["shard"]["groups"][0]["loss"][key].as_u64().unwrap();
+    assert_eq!(ledger(&shards[0], "subscribers"), 1);
+    // Shard 1 has no subscriber, but its publishers' messages are expected.
+    assert_eq!(ledger(&shards[1], "subscribers"), 0);
+    assert_eq!(
+        ledger(&shards[1], "sent_to_each"),
+        shards[1]["groups"][1]["counts"]["sent"]
+    );
+    assert!(
+        shards[0]["shard"]["groups"][1]["loss"].is_null(),
+        "sensors subscribe to nothing"
+    );
+
+    let sent = merged["groups"][1]["counts"]["sent"].as_u64().unwrap();
+    assert_eq!(
+        ledger(&shards[0], "sent_to_each"),
+        shards[0]["groups"][1]["counts"]["sent"]
+    );
+    let seq = &merged["traffic"]["sequence"];
+    let (lost, unique) = (
+        seq["lost"].as_u64().unwrap(),
+        seq["unique"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        lost + unique,
+        sent,
+        "every sent message is heard once or lost: {seq}"
+    );
+    assert_eq!(merged["groups"][0]["protocol_options"]["sequence"], *seq);
+    assert_eq!(merged["traffic"]["loss"]["not_delivered"], lost);
+    let alone = shards[0]["traffic"]["sequence"]["lost"].as_u64().unwrap();
+    assert!(
+        lost > alone && alone > 0,
+        "merged {lost} vs shard 0 alone {alone}"
+    );
+
+    let schema: Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for r in shards.iter().chain([&merged]) {
+        let errors: Vec<String> = validator.iter_errors(r).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
 }

@@ -373,9 +373,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         lifecycle: result.lifecycle.take(),
         aws: crate::aws::AwsReport::of(&plan, result.shadow.as_deref(), aws_emulated),
         shard: args.shard.map(|shard| {
+            let ledgers = result.traffic.as_ref().map(|t| &t.loss_ledgers[..]);
             crate::shard::ShardInfo::of(
                 shard,
-                plan.groups.iter().map(|g| (g.name.as_str(), g.devices)),
+                plan.groups.iter().enumerate().map(|(i, g)| {
+                    let loss = ledgers.and_then(|l| l.get(i).copied().flatten());
+                    (g.name.as_str(), g.devices, loss)
+                }),
             )
         }),
         merged: None,

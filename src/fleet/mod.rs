@@ -144,6 +144,8 @@ pub struct TrafficResult {
     pub latency: TrafficLatency,
     /// Loss, duplicates and reordering over every subscriber, from sequence numbers.
     pub sequence: SequenceTotals,
+    /// Per group with subscribers, what a merge of shards settles loss from.
+    pub loss_ledgers: Vec<Option<crate::stats::sequence::LossLedger>>,
     /// QoS 1/2 messages written with neither acknowledgement nor refusal by the end.
     pub sent_not_acked: u64,
 }
@@ -313,15 +315,17 @@ pub async fn run(
     ticker.0.cancel();
     let mut aggregator = ticker.1.await.expect("aggregator task does not panic");
     let last = aggregator.tick();
-    let (sequence, per_group) = if has_traffic {
+    let settled = if has_traffic {
         protocol::settle_sequences(plan, &recorder)
     } else {
         Default::default()
     };
+    let per_group = settled.per_group;
     let traffic = has_traffic.then(|| TrafficResult {
         window,
         latency: aggregator.traffic_latency().clone(),
-        sequence,
+        sequence: settled.totals,
+        loss_ledgers: settled.ledgers,
         sent_not_acked: (0..plan.groups.len())
             .filter(|&g| plan.groups[g].publish.as_ref().is_some_and(|p| p.qos > 0))
             .map(|g| recorder.group_counts(g).unacked())

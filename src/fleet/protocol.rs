@@ -24,7 +24,7 @@ use crate::scenario::protocol::{split_share, GroupOptions, Transport, V5Options}
 use crate::scenario::traffic::matches;
 use crate::scenario::{GroupPlan, Plan};
 use crate::stats::histogram::{self, Percentiles};
-use crate::stats::sequence::{SequenceTotals, SequenceTracker};
+use crate::stats::sequence::{LossLedger, SequenceTotals, SequenceTracker};
 use crate::stats::{GroupCounters, Recorder};
 use crate::tls::device::DeviceTls;
 use crate::traffic::payload::parse_header;
@@ -493,11 +493,22 @@ pub fn reports(
         .collect()
 }
 
+/// Loss, duplicates and reordering once the run is over.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Over every subscriber.
+    pub totals: SequenceTotals,
+    /// Per group (zero for groups without subscribers).
+    pub per_group: Vec<SequenceTotals>,
+    /// Per group with subscribers: what a merge of shards settles loss from.
+    pub ledgers: Vec<Option<LossLedger>>,
+}
+
 /// Settles loss per subscriber (each expects every message of the publishers whose topic
-/// matches one of its filters), returning the totals and each group's share. Members of a
-/// shared subscription are settled together: the broker hands each message to one member, so
-/// the share expects it once, and a copy at a second member is a duplicate.
-pub fn settle_sequences(plan: &Plan, recorder: &Recorder) -> (SequenceTotals, Vec<SequenceTotals>) {
+/// matches one of its filters), returning the totals, each group's share and its ledger.
+/// Members of a shared subscription are settled together: the broker hands each message to
+/// one member, so the share expects it once, and a copy at a second member is a duplicate.
+pub fn settle_sequences(plan: &Plan, recorder: &Recorder) -> Settled {
     let mut publishers = Vec::new();
     let mut offset = 0usize;
     for group in &plan.groups {
@@ -529,6 +540,24 @@ pub fn settle_sequences(plan: &Plan, recorder: &Recorder) -> (SequenceTotals, Ve
             })
             .clone()
     };
+    // Every subscribing group has a ledger, with or without subscribers in this shard: what
+    // this shard's publishers sent them counts at the merge either way.
+    let mut ledgers: Vec<Option<LossLedger>> = (0..plan.groups.len())
+        .map(|g| {
+            (!plan.groups[g].subscribe.is_empty()).then(|| LossLedger {
+                sent_to_each: expected(g).iter().map(|&(_, sent)| sent).sum(),
+                ..LossLedger::default()
+            })
+        })
+        .collect();
+    let mut settle = |g: usize, tracker: &SequenceTracker, per_group: &mut [SequenceTotals]| {
+        let expected = expected(g);
+        per_group[g] += tracker.totals(&expected);
+        if let Some(ledger) = &mut ledgers[g] {
+            ledger.subscribers += 1;
+            ledger.heard += tracker.heard(&expected);
+        }
+    };
     for sub in recorder.take_subscribers() {
         if plan.groups[sub.group].options.share.is_some() {
             match &mut pooled[sub.group] {
@@ -536,19 +565,23 @@ pub fn settle_sequences(plan: &Plan, recorder: &Recorder) -> (SequenceTotals, Ve
                 slot @ None => *slot = Some(sub.tracker),
             }
         } else {
-            per_group[sub.group] += sub.tracker.totals(&expected(sub.group));
+            settle(sub.group, &sub.tracker, &mut per_group);
         }
     }
     for (g, pool) in pooled.into_iter().enumerate() {
         if let Some(pool) = pool {
-            per_group[g] += pool.totals(&expected(g));
+            settle(g, &pool, &mut per_group);
         }
     }
     let mut totals = SequenceTotals::default();
     for t in &per_group {
         totals += *t;
     }
-    (totals, per_group)
+    Settled {
+        totals,
+        per_group,
+        ledgers,
+    }
 }
 
 /// The summary lines of one group's protocol section (each ends with a newline).

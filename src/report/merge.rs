@@ -25,9 +25,11 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerial
 use hdrhistogram::Histogram;
 
 use super::{GroupReport, HistogramReport, Report, TrafficFigures, TrafficReport};
+use crate::fleet::protocol::GroupProtocolReport;
 use crate::shard::MergeInfo;
 use crate::stats::histogram::{self, Percentiles};
 use crate::stats::intervals::{Interval, Intervals, NAMES};
+use crate::stats::sequence::LossLedger;
 use crate::stats::{Counts, ErrorRow, IntervalPercentiles, TimelinePoint};
 
 /// Shard reports that cannot be merged (bad input: exit code 2).
@@ -264,6 +266,13 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
             }
         }
         merge_group(group, counts, planned_g, has_hdr.then_some(&recovery));
+        if let Some(p) = group.protocol_options.as_mut() {
+            let others = shards.iter().skip(1);
+            merge_protocol(
+                p,
+                others.filter_map(|s| s.report.groups.get(g)?.protocol_options.as_ref()),
+            );
+        }
         devices += counts;
         planned += planned_g;
     }
@@ -298,6 +307,7 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
     }
     report.connect_latency_us = HistogramReport::of(&connect);
     report.traffic = merge_traffic(&shards)?;
+    settle_loss(&mut report, &shards);
 
     // Errors by class, events and faults in time order.
     let mut errors: BTreeMap<String, ErrorRow> = BTreeMap::new();
@@ -388,7 +398,7 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
 }
 
 /// What a merged report's figures mean, stated in its `definitions`.
-const DEFINITION: &str = "merged from shard reports: latency histograms added (percentiles exact over every shard's samples), counters summed, rates recomputed over the traffic window; timeline points and interval logs keyed by the run-relative second each shard's interval ended on and summed (gauges, rates) or added (latency); ramp_s and total_s are the longest shard's; client.cpu_s and client.max_rss_bytes are sums over the shard processes; sequence loss is settled by each shard against its own publishers, so messages crossing shards count in unique/duplicates/reordered but their loss is not counted";
+const DEFINITION: &str = "merged from shard reports: latency histograms added (percentiles exact over every shard's samples), counters summed, rates recomputed over the traffic window; timeline points and interval logs keyed by the run-relative second each shard's interval ended on and summed (gauges, rates) or added (latency); ramp_s and total_s are the longest shard's; client.cpu_s and client.max_rss_bytes are sums over the shard processes; sequence loss is settled across shards from each shard's ledger (shard.groups[].loss: subscribers, messages its publishers sent to each, distinct messages heard), exactly as one process would settle it, except that copies of a message at members of one shared subscription in different shards count as heard twice; per-group protocol figures are summed, offline drain percentiles are the highest over the shards (an upper bound)";
 
 fn max_of(shards: &[&ShardRun], f: impl Fn(&Report) -> f64) -> f64 {
     shards.iter().map(|s| f(&s.report)).fold(0.0, f64::max)
@@ -405,6 +415,63 @@ fn merge_group(
     if let Some(h) = recovery {
         group.time_to_recover_us = Percentiles::of(h);
         group.time_to_recover_hdr = Some(histogram::encode(h));
+    }
+}
+
+/// Adds the other shards' protocol figures to the first shard's `p`. Offline drain
+/// percentiles cannot be added: the highest of each over the shards is kept (an upper bound).
+fn merge_protocol<'a>(
+    p: &mut GroupProtocolReport,
+    others: impl Iterator<Item = &'a GroupProtocolReport>,
+) {
+    for o in others {
+        p.sequence += o.sequence;
+        p.retained_received += o.retained_received;
+        if let (Some(a), Some(b)) = (p.offline.as_mut(), o.offline.as_ref()) {
+            a.periods += b.periods;
+            a.returned_with_session += b.returned_with_session;
+            a.returned_without_session += b.returned_without_session;
+            a.return_failed += b.return_failed;
+            a.queued_delivered += b.queued_delivered;
+            a.drain_us = Percentiles::upper_bound(a.drain_us, b.drain_us);
+        }
+        for r in &o.broker_refused {
+            match p.broker_refused.iter_mut().find(|m| m.what == r.what) {
+                Some(m) => m.devices += r.devices,
+                None => p.broker_refused.push(r.clone()),
+            }
+        }
+    }
+}
+
+/// Settles loss across shards from their ledgers (a shard alone settles only against its own
+/// publishers, so messages crossing shards would otherwise never count as lost). Reports
+/// without ledgers keep the summed figures.
+fn settle_loss(report: &mut Report, shards: &[&ShardRun]) {
+    let Some(t) = report.traffic.as_mut() else {
+        return;
+    };
+    let mut lost = None;
+    for (g, group) in report.groups.iter_mut().enumerate() {
+        let ledgers: Vec<LossLedger> = shards
+            .iter()
+            .filter_map(|s| s.report.shard.as_ref()?.groups.get(g)?.loss)
+            .collect();
+        if ledgers.is_empty() {
+            continue;
+        }
+        let p = group.protocol_options.as_mut();
+        let shared = p.as_ref().is_some_and(|p| p.share.is_some());
+        let group_lost = LossLedger::settle(&ledgers, shared);
+        if let Some(p) = p {
+            p.sequence.lost = group_lost;
+        }
+        *lost.get_or_insert(0) += group_lost;
+    }
+    if let Some(lost) = lost {
+        t.sequence.lost = lost;
+        t.loss.not_delivered = lost;
+        t.loss.acked_not_delivered_min = lost.saturating_sub(t.loss.sent_not_acked);
     }
 }
 

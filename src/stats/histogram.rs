@@ -50,6 +50,24 @@ impl Percentiles {
             mean: h.mean(),
         }
     }
+
+    /// An upper bound of the percentiles of `a` and `b`'s samples together, when only their
+    /// summaries are at hand (each percentile the higher of the two; count and mean exact).
+    pub fn upper_bound(a: Percentiles, b: Percentiles) -> Percentiles {
+        let count = a.count + b.count;
+        Percentiles {
+            count,
+            p50: a.p50.max(b.p50),
+            p90: a.p90.max(b.p90),
+            p99: a.p99.max(b.p99),
+            p99_9: a.p99_9.max(b.p99_9),
+            max: a.max.max(b.max),
+            mean: match count {
+                0 => 0.0,
+                _ => (a.mean * a.count as f64 + b.mean * b.count as f64) / count as f64,
+            },
+        }
+    }
 }
 
 /// Buckets of a [`Distribution`]: powers of two of microseconds, up to 2^26 us (67 s).

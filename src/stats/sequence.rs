@@ -115,6 +115,43 @@ impl SequenceTracker {
         }
         t
     }
+
+    /// Distinct messages received from the `expected` publishers (for a [`LossLedger`]).
+    pub fn heard(&self, expected: &[(u32, u64)]) -> u64 {
+        expected
+            .iter()
+            .map(|&(p, _)| self.publishers.get(p as usize).map_or(0, |s| s.unique))
+            .sum()
+    }
+}
+
+/// One subscriber group's loss inputs in a shard report, so that a merge can settle loss
+/// across shards: a shard knows what its own publishers sent and what its own subscribers
+/// heard (from publishers of every shard), but not what other shards' publishers sent. Loss
+/// is linear in both, so summing each over the shards and settling once is exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LossLedger {
+    /// Subscribers of the group in this shard (a shared subscription's members are one).
+    pub subscribers: u64,
+    /// Messages this shard's publishers sent on topics the group's filters match: each
+    /// subscriber expects every one.
+    pub sent_to_each: u64,
+    /// Distinct messages the group's subscribers received from publishers they expect.
+    pub heard: u64,
+}
+
+impl LossLedger {
+    /// A group's loss over every shard's ledger. A `shared` group's members, in whichever
+    /// shard, are one subscriber: the broker hands each message to one of them.
+    pub fn settle(ledgers: &[LossLedger], shared: bool) -> u64 {
+        let subscribers = match shared {
+            true => u64::from(ledgers.iter().any(|l| l.subscribers > 0)),
+            false => ledgers.iter().map(|l| l.subscribers).sum(),
+        };
+        let sent: u64 = ledgers.iter().map(|l| l.sent_to_each).sum();
+        let heard: u64 = ledgers.iter().map(|l| l.heard).sum();
+        (subscribers * sent).saturating_sub(heard)
+    }
 }
 
 impl std::ops::AddAssign for SequenceTotals {
@@ -129,6 +166,37 @@ impl std::ops::AddAssign for SequenceTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ledgers_settle_across_shards_as_one_process_would() {
+        // Publishers 0 (shard 0) and 1 (shard 1) sent 10 each; subscribers A (shard 0) and
+        // B (shard 1) expect both. A heard 0..10 of each, B 0..7 of publisher 0 and 0..10 of 1.
+        let (mut a, mut b) = (SequenceTracker::default(), SequenceTracker::default());
+        for seq in 0..10 {
+            a.record(0, seq);
+            a.record(1, seq);
+            b.record(1, seq);
+        }
+        for seq in 0..7 {
+            b.record(0, seq);
+        }
+        let whole = [(0, 10), (1, 10)];
+        let one_process = a.totals(&whole).lost + b.totals(&whole).lost;
+        assert_eq!(one_process, 3);
+        // Each shard knows only its own publisher's sent count.
+        let (in_0, in_1) = ([(0, 10), (1, 0)], [(0, 0), (1, 10)]);
+        let shard = |t: &SequenceTracker, own: &[(u32, u64)]| LossLedger {
+            subscribers: 1,
+            sent_to_each: own.iter().map(|&(_, n)| n).sum(),
+            heard: t.heard(&whole),
+        };
+        let ledgers = [shard(&a, &in_0), shard(&b, &in_1)];
+        // What each shard settles alone: A misses nothing it knows of, B misses 0..7 of 1's 0.
+        assert_eq!(a.totals(&in_0).lost + b.totals(&in_1).lost, 0);
+        assert_eq!(LossLedger::settle(&ledgers, false), one_process);
+        // As one share: 20 expected once, 20 distinct heard in all (here, with copies).
+        assert_eq!(LossLedger::settle(&ledgers, true), 0);
+    }
 
     #[test]
     fn counts_duplicates_reordering_and_loss() {
