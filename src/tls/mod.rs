@@ -12,6 +12,7 @@ pub mod matrix_spec;
 pub mod openssl;
 pub mod options;
 pub mod probe;
+pub mod verify_cache;
 
 use std::sync::Arc;
 
@@ -142,11 +143,24 @@ impl ServerTrust {
     pub fn backend_for(&self, key: &KeyDer<'_>) -> Backend {
         match self.backend {
             Backend::Auto if self.needs_openssl => Backend::Openssl,
-            Backend::Auto => match self.provider.key_provider.load_private_key(key.clone_key()) {
+            Backend::Auto => match self.signing_key(key.clone_key()) {
                 Ok(_) => Backend::Rustls,
                 Err(_) => Backend::Openssl,
             },
             chosen => chosen,
+        }
+    }
+
+    /// rustls's signing key for `key`. ECDSA first: rustls's generic loader tries RSA before
+    /// ECDSA, a failed parse per connect for the default P-256 fleets. Loading validates the
+    /// key pair (a scalar multiplication for EC keys), so a device loads its key once.
+    fn signing_key(
+        &self,
+        key: KeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        match rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&key) {
+            Ok(k) => Ok(k),
+            Err(_) => self.provider.key_provider.load_private_key(key),
         }
     }
 
@@ -162,7 +176,17 @@ impl ServerTrust {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<DeviceTls, TlsError> {
-        match self.backend_for(&key) {
+        // Auto: the key decides, loaded once (the rustls config keeps it).
+        let loaded = match self.backend {
+            Backend::Auto if !self.needs_openssl => self.signing_key(key.clone_key()).ok(),
+            _ => None,
+        };
+        let backend = match (self.backend, &loaded) {
+            (Backend::Auto, Some(_)) => Backend::Rustls,
+            (Backend::Auto, None) => Backend::Openssl,
+            (chosen, _) => chosen,
+        };
+        match backend {
             Backend::Openssl => {
                 let failed = |source| TlsError::OpensslIdentity {
                     client_id: client_id.to_string(),
@@ -176,10 +200,20 @@ impl ServerTrust {
                     sni: self.sni.clone(),
                 })
             }
-            _ => Ok(DeviceTls::Rustls {
-                config: self.client_config(client_id, chain, key)?,
-                sni: self.sni.clone(),
-            }),
+            _ => {
+                let identity = |source| TlsError::ClientIdentity {
+                    client_id: client_id.to_string(),
+                    source,
+                };
+                let signing_key = match loaded {
+                    Some(k) => k,
+                    None => self.signing_key(key).map_err(identity)?,
+                };
+                Ok(DeviceTls::Rustls {
+                    config: self.config_with(client_id, chain, signing_key)?,
+                    sni: self.sni.clone(),
+                })
+            }
         }
     }
 
@@ -189,6 +223,22 @@ impl ServerTrust {
         client_id: &str,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<ClientConfig>, TlsError> {
+        let signing_key = self
+            .signing_key(key)
+            .map_err(|source| TlsError::ClientIdentity {
+                client_id: client_id.to_string(),
+                source,
+            })?;
+        self.config_with(client_id, chain, signing_key)
+    }
+
+    /// The device config around an already loaded key.
+    fn config_with(
+        &self,
+        client_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        signing_key: Arc<dyn rustls::sign::SigningKey>,
     ) -> Result<Arc<ClientConfig>, TlsError> {
         let identity = |source| TlsError::ClientIdentity {
             client_id: client_id.to_string(),
@@ -200,16 +250,6 @@ impl ServerTrust {
                 let built = self.base_config().map_err(identity)?;
                 self.base.get_or_init(|| built)
             }
-        };
-        // ECDSA first: rustls's generic loader tries RSA before ECDSA, a failed parse per
-        // connect for the default P-256 fleets. Other key types take the generic path.
-        let signing_key = match rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&key) {
-            Ok(k) => k,
-            Err(_) => self
-                .provider
-                .key_provider
-                .load_private_key(key)
-                .map_err(identity)?,
         };
         let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
         // As rustls's own loader: a key whose consistency cannot be checked is accepted.
@@ -227,12 +267,21 @@ impl ServerTrust {
     fn base_config(&self) -> Result<Arc<ClientConfig>, rustls::Error> {
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&self.versions)?;
-        let builder = match &self.verifier {
-            Some(v) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(v.clone()),
-            None => builder.with_root_certificates(self.roots.clone()),
+        let verifier = match &self.verifier {
+            Some(v) => v.clone(),
+            None => {
+                let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    self.roots.clone(),
+                    self.provider.clone(),
+                )
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+                Arc::new(verify_cache::CachedVerifier::new(webpki))
+            }
         };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
         let mut config = builder.with_no_client_auth();
         config.resumption = Resumption::disabled();
         config.alpn_protocols = self.alpn.clone();
