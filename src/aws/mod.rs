@@ -17,9 +17,13 @@
 //! so such a group has acknowledgement latency but no end-to-end latency (the report's `aws`
 //! section lists those groups and says so).
 //!
-//! Fleet provisioning by claim (`$aws/certificates/create/json`, `$aws/provisioning-templates`)
-//! is not built yet.
+//! - [`provisioning`]: fleet provisioning by claim: the MQTT API's messages and the emulated
+//!   provisioning service (run inside the embedded broker, which alone knows who asked).
+//! - [`provision_stats`]: provisioning counters and latency histograms, and their report
+//!   section.
 
+pub mod provision_stats;
+pub mod provisioning;
 pub mod service;
 pub mod shadow;
 pub mod stats;
@@ -126,6 +130,33 @@ pub struct AwsReport {
     pub shadow: Vec<stats::ShadowGroupReport>,
     /// Groups publishing to basic ingest topics.
     pub ingest: Vec<IngestGroup>,
+    /// Who answered provisioning requests: `"emulated"` (the embedded broker's service) or
+    /// `"target"`; empty without provisioning groups.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provisioning_service: String,
+    /// Per fleet provisioning group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provisioning: Vec<provision_stats::ProvisionGroupReport>,
+}
+
+/// Whether any group of `plan` provisions by claim.
+pub fn has_provision(plan: &Plan) -> bool {
+    plan.groups.iter().any(|g| g.provision.is_some())
+}
+
+/// A provisioning plan in one line, for `thingswarm check`.
+pub fn provision_plan_line(p: &crate::scenario::provision::ProvisionPlan) -> String {
+    format!(
+        "by claim (certificate CN {}), template {}, {}, QoS {}, answers within {:?}; then reconnect with the device's own certificate as the thing",
+        provisioning::CLAIM_CN,
+        p.template,
+        match p.mode {
+            crate::scenario::provision::ProvisionMode::Keys => "CreateKeysAndCertificate",
+            crate::scenario::provision::ProvisionMode::Csr => "CreateCertificateFromCsr (device-made P-256 key)",
+        },
+        p.qos,
+        p.timeout
+    )
 }
 
 /// A group publishing to `$aws/rules/RULE/...`.
@@ -145,6 +176,17 @@ impl AwsReport {
         plan: &Plan,
         shadow: Option<&stats::ShadowStats>,
         emulated: bool,
+    ) -> Option<AwsReport> {
+        AwsReport::with_provisioning(plan, shadow, emulated, None)
+    }
+
+    /// [`AwsReport::of`] with the fleet provisioning figures (`provision`, and whether the
+    /// embedded broker emulated the service).
+    pub fn with_provisioning(
+        plan: &Plan,
+        shadow: Option<&stats::ShadowStats>,
+        emulated: bool,
+        provision: Option<(&provision_stats::ProvisionStats, bool)>,
     ) -> Option<AwsReport> {
         let ingest: Vec<IngestGroup> = plan
             .groups
@@ -172,7 +214,19 @@ impl AwsReport {
                 .collect(),
             None => Vec::new(),
         };
-        if ingest.is_empty() && shadow_groups.is_empty() {
+        let provisioning: Vec<provision_stats::ProvisionGroupReport> = match provision {
+            Some((p, _)) => plan
+                .groups
+                .iter()
+                .enumerate()
+                .filter_map(|(i, g)| {
+                    let pp = g.provision.as_ref()?;
+                    Some(p.report(i, &g.name, &pp.template, pp.mode.as_str()))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if ingest.is_empty() && shadow_groups.is_empty() && provisioning.is_empty() {
             return None;
         }
         Some(AwsReport {
@@ -185,6 +239,12 @@ impl AwsReport {
             },
             shadow: shadow_groups,
             ingest,
+            provisioning_service: match provision {
+                Some((_, true)) if !provisioning.is_empty() => "emulated".into(),
+                Some(_) if !provisioning.is_empty() => "target".into(),
+                _ => String::new(),
+            },
+            provisioning,
         })
     }
 
@@ -223,6 +283,39 @@ impl AwsReport {
                 ms(g.update_latency_us.percentiles.p99),
                 ms(g.delta_round_trip_us.percentiles.p50),
                 ms(g.delta_round_trip_us.percentiles.p99),
+            );
+        }
+        for p in &self.provisioning {
+            let rejected: Vec<String> =
+                p.rejected.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+            let ms = |us: u64| us as f64 / 1e3;
+            let _ = writeln!(
+                s,
+                "  provision  {} ({}, template {}, service {}): {}/{} provisioned ({} created, {} registered) at {:.1}/s; rejected [{}]; timeouts {}; own-cert connect failed {}; claim sessions lost {}",
+                p.group,
+                p.mode,
+                p.template,
+                self.provisioning_service,
+                p.provisioned,
+                p.started,
+                p.created,
+                p.registered,
+                p.provisioned_per_s,
+                rejected.join(" "),
+                p.timeouts,
+                p.own_connect_failed,
+                p.session_lost,
+            );
+            let _ = writeln!(
+                s,
+                "  provision  {}: create p50 {:.2} ms p99 {:.2} ms; register p50 {:.2} ms p99 {:.2} ms; claim connect -> own connect p50 {:.2} ms p99 {:.2} ms",
+                p.group,
+                ms(p.create_latency_us.percentiles.p50),
+                ms(p.create_latency_us.percentiles.p99),
+                ms(p.register_latency_us.percentiles.p50),
+                ms(p.register_latency_us.percentiles.p99),
+                ms(p.total_latency_us.percentiles.p50),
+                ms(p.total_latency_us.percentiles.p99),
             );
         }
         for i in &self.ingest {

@@ -99,7 +99,8 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
             .into());
         }
     }
-    let (_endpoint, broker, target) = connect_target(&plan, &fleets)?;
+    let provisioning = super::run::provisioner(&plan, &args.dir.certs_dir)?;
+    let (_endpoint, broker, target) = connect_target(&plan, &fleets, provisioning)?;
     drop(fleets);
     let target_flags = if embedded {
         embedded_flags(broker.as_deref(), &out)?
