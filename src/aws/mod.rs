@@ -291,7 +291,7 @@ impl AwsReport {
             let ms = |us: u64| us as f64 / 1e3;
             let _ = writeln!(
                 s,
-                "  provision  {} ({}, template {}, service {}): {}/{} provisioned ({} created, {} registered) at {:.1}/s; rejected [{}]; timeouts {}; own-cert connect failed {}; claim sessions lost {}",
+                "  provision  {} ({}, template {}, service {}): {}/{} provisioned ({} created, {} registered) at {:.1}/s; rejected [{}]; timeouts {}; own-cert connect failed {} (retried {}); claim sessions lost {}",
                 p.group,
                 p.mode,
                 p.template,
@@ -304,6 +304,7 @@ impl AwsReport {
                 rejected.join(" "),
                 p.timeouts,
                 p.own_connect_failed,
+                p.own_connect_retries,
                 p.session_lost,
             );
             let _ = writeln!(

@@ -45,6 +45,9 @@ pub struct ProvisionCounters {
     pub timeouts: AtomicU64,
     /// Connects with the new certificate that failed.
     pub own_connect_failed: AtomicU64,
+    /// Connects with the new certificate retried after "server unavailable" (the broker was
+    /// still closing the claim session under the same client ID).
+    pub own_connect_retries: AtomicU64,
     /// Claim sessions lost before the flow finished.
     pub session_lost: AtomicU64,
     /// Answers that could not be read (not the documented shape).
@@ -160,6 +163,7 @@ impl ProvisionStats {
             rejected: self.rejected[g].lock().expect("rejection lock").clone(),
             timeouts: n(&c.timeouts),
             own_connect_failed: n(&c.own_connect_failed),
+            own_connect_retries: n(&c.own_connect_retries),
             session_lost: n(&c.session_lost),
             unreadable: n(&c.unreadable),
             window_s,
@@ -199,6 +203,8 @@ pub struct ProvisionGroupReport {
     pub timeouts: u64,
     /// Connects with the new certificate that failed.
     pub own_connect_failed: u64,
+    /// Connects with the new certificate retried after "server unavailable".
+    pub own_connect_retries: u64,
     /// Claim sessions lost mid-flow.
     pub session_lost: u64,
     /// Answers not in the documented shape.

@@ -34,6 +34,11 @@ use crate::aws::provisioning::{
 use crate::scenario::provision::ProvisionMode;
 use crate::scenario::SubscribePlan;
 
+/// The failure class of CONNACK "server unavailable".
+const SERVER_UNAVAILABLE: &str = "mqtt: server unavailable";
+/// Retries of the connect with the new certificate refused as "server unavailable".
+const OWN_CONNECT_RETRIES: u32 = 3;
+
 /// How a wait for an answer ended.
 enum Waited {
     Accepted(bytes::Bytes),
@@ -283,10 +288,27 @@ pub(super) async fn serve(
         &ctx.plan.options,
     );
     let connecting = Instant::now();
-    let outcome = tokio::select! {
-        biased;
-        _ = stop.cancelled() => None,
-        r = timeout(ctx.plan.connect.timeout, session.connect()) => Some(r),
+    let mut attempt = 0;
+    let outcome = loop {
+        let outcome = tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            r = timeout(ctx.plan.connect.timeout, session.connect()) => Some(r),
+        };
+        // The broker may still be closing the claim session under the same client ID
+        // (rmqtt answers "server unavailable" then): retry a few times, briefly.
+        match outcome {
+            Some(Ok(Err(f))) if f.class == SERVER_UNAVAILABLE && attempt < OWN_CONNECT_RETRIES => {
+                attempt += 1;
+                c.own_connect_retries.fetch_add(1, Relaxed);
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break None,
+                    _ = tokio::time::sleep(Duration::from_millis(50) * attempt) => {}
+                }
+            }
+            other => break other,
+        }
     };
     match outcome {
         None => return Ok(false),
