@@ -576,21 +576,20 @@ mod tests {
     fn documented_shapes_round_trip() {
         // AWS's documented request/response field names.
         let accepted: CreateKeysAccepted = serde_json::from_str(
-            r#"{"certificateId":"id","certificatePem":"pem","privateKey":"key","certificateOwnershipToken":"tok"}"#,
+            r#"{"certificateId":"id","certificatePem":"pem","privateKey":"SECRET-KEY","certificateOwnershipToken":"SECRET-TOKEN"}"#,
         )
         .unwrap();
-        assert_eq!(accepted.private_key, "key");
-        assert!(!format!("{accepted:?}").contains("key\""), "{accepted:?}");
-        assert!(!format!("{accepted:?}").contains("tok"));
+        assert_eq!(accepted.private_key, "SECRET-KEY");
+        assert!(!format!("{accepted:?}").contains("SECRET"), "{accepted:?}");
         let req = RegisterRequest {
-            certificate_ownership_token: "tok".into(),
+            certificate_ownership_token: "SECRET-TOKEN".into(),
             parameters: [("SerialNumber".to_string(), "d-1".to_string())].into(),
         };
         assert_eq!(
             serde_json::to_value(&req).unwrap(),
-            serde_json::json!({"certificateOwnershipToken": "tok", "parameters": {"SerialNumber": "d-1"}})
+            serde_json::json!({"certificateOwnershipToken": "SECRET-TOKEN", "parameters": {"SerialNumber": "d-1"}})
         );
-        assert!(!format!("{req:?}").contains("tok"));
+        assert!(!format!("{req:?}").contains("SECRET"));
         let reg: RegisterAccepted =
             serde_json::from_str(r#"{"deviceConfiguration":{"a":"b"},"thingName":"t"}"#).unwrap();
         assert_eq!(reg.thing_name, "t");

@@ -151,3 +151,72 @@ pub(super) fn provision(
         timeout,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::scenario::{Overrides, Plan};
+
+    fn plan(group_extra: &str) -> Result<Plan, String> {
+        let text = format!(
+            "name = \"p\"\nduration = \"1s\"\n[[group]]\nname = \"g\"\ndevices = 3\nclient_id = \"u-{{index}}\"\n{group_extra}\n"
+        );
+        Plan::from_str(&text, Path::new("p.toml"), &Overrides::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_every_key() {
+        let p = plan("provision = {}").unwrap();
+        assert_eq!(
+            p.groups[0].provision,
+            Some(ProvisionPlan {
+                template: "thingswarm-fleet".into(),
+                mode: ProvisionMode::Keys,
+                qos: 1,
+                timeout: Duration::from_secs(10),
+            })
+        );
+        let p = plan(r#"provision = { template = "t_1", mode = "csr", qos = 0, timeout = "2s" }"#)
+            .unwrap();
+        let pp = p.groups[0].provision.as_ref().unwrap();
+        assert_eq!(
+            (pp.template.as_str(), pp.mode, pp.qos, pp.timeout),
+            ("t_1", ProvisionMode::Csr, 0, Duration::from_secs(2))
+        );
+        assert!(plan("").unwrap().groups[0].provision.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_value_and_the_expected_form() {
+        for (extra, want) in [
+            (
+                r#"provision = { mode = "pkcs12" }"#,
+                r#"group[0].provision.mode: "pkcs12" is not a provisioning mode (expected "keys" or "csr")"#,
+            ),
+            (
+                "provision = { qos = 2 }",
+                "group[0].provision.qos: 2 is not a provisioning QoS (expected 0 or 1",
+            ),
+            (
+                r#"provision = { template = "a/b" }"#,
+                r#"group[0].provision.template: "a/b" is not a provisioning template name"#,
+            ),
+            (
+                r#"provision = { timeout = "0s" }"#,
+                "group[0].provision.timeout: \"0s\" is out of range",
+            ),
+            ("provision = { tmplate = \"x\" }", "unknown field `tmplate`"),
+            (
+                "provision = {}\npublish = { topic = \"a\" }",
+                "group[0].provision: a provisioning group cannot also have `publish`",
+            ),
+            ("provision = {}\nshadow = {}", "cannot also have `shadow`"),
+        ] {
+            let e = plan(extra).unwrap_err();
+            assert!(e.contains(want), "{extra}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
+}
