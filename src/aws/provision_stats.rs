@@ -30,6 +30,9 @@ pub enum ProvisionMetric {
 
 const METRICS: usize = 4;
 
+/// One provisioning group's histograms, by [`ProvisionMetric`].
+type Histograms = Mutex<[Histogram<u64>; METRICS]>;
+
 /// One group's provisioning counters.
 #[derive(Debug, Default)]
 pub struct ProvisionCounters {
@@ -62,7 +65,7 @@ pub struct ProvisionCounters {
 pub struct ProvisionStats {
     epoch: Instant,
     groups: Box<[ProvisionCounters]>,
-    histograms: Box<[Option<Mutex<[Histogram<u64>; METRICS]>>]>,
+    histograms: Box<[Option<Histograms>]>,
     rejected: Box<[Mutex<BTreeMap<String, u64>>]>,
 }
 

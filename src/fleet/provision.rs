@@ -84,7 +84,7 @@ pub(super) async fn serve(
         ProvisionMode::Csr => CREATE_FROM_CSR,
     };
     let register = register_topic(&plan.template);
-    let subs: Vec<SubscribePlan> = [&*create, &*register]
+    let subs: Vec<SubscribePlan> = [create, register.as_str()]
         .iter()
         .flat_map(|t| {
             ["accepted", "rejected"].map(|s| SubscribePlan {
