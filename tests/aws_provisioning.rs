@@ -59,9 +59,11 @@ fn the_shipped_provisioning_scenario_provisions_every_device() {
         .arg(&certs)
         .arg("--out")
         .arg(&out)
+        // One SLO that holds and one no run can meet: the verdict is exit code 1.
+        .args(["--slo", "provision_rate>=1/s", "--slo", "provision_p50<1us"])
         .timeout(Duration::from_secs(120))
         .assert()
-        .success();
+        .code(1);
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
     let report: Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
@@ -105,6 +107,55 @@ fn the_shipped_provisioning_scenario_provisions_every_device() {
     assert!(
         stdout.contains("provision  factory-new (keys, template thingswarm-fleet, service emulated): 50/50 provisioned"),
         "{stdout}"
+    );
+    let verdicts: Vec<(String, bool)> = report["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["slo"].as_str().unwrap().to_string(),
+                o["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            ("provision_rate >= 1/s".to_string(), true),
+            ("provision_p50 < 1us".to_string(), false)
+        ],
+        "{}",
+        report["slos"]
+    );
+    // junit.xml: the AWS verdict beside the SLOs.
+    let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let case = doc
+        .descendants()
+        .find(|n| n.attribute("name") == Some("provision factory-new: every device provisioned"))
+        .expect("an aws test case");
+    assert_eq!(
+        case.attribute("classname"),
+        Some("thingswarm.provisioning.aws")
+    );
+    assert!(!case.children().any(|c| c.has_tag_name("failure")), "{xml}");
+    // The HTML page has the section.
+    let page = Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args(["report", "--html", "-"])
+        .arg(&out)
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+    let html = String::from_utf8_lossy(&page.get_output().stdout).into_owned();
+    assert!(
+        html.contains("<h2>Fleet provisioning</h2>"),
+        "no provisioning section"
+    );
+    assert!(
+        html.contains("<td>factory-new</td><td>thingswarm-fleet</td><td>keys</td><td class=\"n\">50 / 50</td>"),
+        "provisioning row missing"
     );
 }
 

@@ -248,6 +248,57 @@ impl AwsReport {
         })
     }
 
+    /// Pass/fail verdicts of the AWS flows, for `junit.xml`: per shadow group, no unexpected
+    /// rejection, every request answered, versions never backwards; per provisioning group,
+    /// every device that started provisioned.
+    pub fn checks(&self) -> Vec<crate::report::junit::Check> {
+        use crate::report::junit::Check;
+        let mut out = Vec::new();
+        for g in &self.shadow {
+            let rejected: Vec<String> =
+                g.rejected.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+            out.push(Check::new(
+                format!("shadow {}: no unexpected rejection", g.group),
+                g.unexpected_rejects == 0,
+                format!(
+                    "{} unexpected of rejections [{}] ({} expected 404s of a new shadow)",
+                    g.unexpected_rejects,
+                    rejected.join(" "),
+                    g.not_found_at_start
+                ),
+            ));
+            out.push(Check::new(
+                format!("shadow {}: every request answered", g.group),
+                g.unanswered == 0,
+                format!("{} unanswered", g.unanswered),
+            ));
+            out.push(Check::new(
+                format!("shadow {}: versions never go backwards", g.group),
+                g.version_regressions == 0,
+                format!("{} regressions", g.version_regressions),
+            ));
+        }
+        for p in &self.provisioning {
+            let rejected: Vec<String> =
+                p.rejected.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+            out.push(Check::new(
+                format!("provision {}: every device provisioned", p.group),
+                p.started > 0 && p.provisioned == p.started,
+                format!(
+                    "{}/{} provisioned at {:.1}/s; rejected [{}]; timeouts {}; own-certificate connects failed {}; claim sessions lost {}",
+                    p.provisioned,
+                    p.started,
+                    p.provisioned_per_s,
+                    rejected.join(" "),
+                    p.timeouts,
+                    p.own_connect_failed,
+                    p.session_lost
+                ),
+            ));
+        }
+        out
+    }
+
     /// Summary lines for the end-of-run text.
     pub fn summary(&self) -> String {
         use std::fmt::Write as _;
