@@ -380,3 +380,65 @@ impl AwsReport {
         s
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::provision_stats::{ProvisionMetric, ProvisionStats};
+    use super::stats::ShadowStats;
+    use super::*;
+
+    /// A report with one shadow group (2 unexpected 409s) and one provisioning group (2 of
+    /// 3 devices provisioned, one rejection).
+    pub(crate) fn sample() -> AwsReport {
+        let sh = ShadowStats::new(&[true]);
+        sh.rejected(0, 409);
+        sh.rejected(0, 409);
+        let p = ProvisionStats::new(&[true]);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            p.started(0, t0);
+        }
+        for _ in 0..2 {
+            p.provisioned(
+                0,
+                t0 + Duration::from_secs(1),
+                &[(ProvisionMetric::Total, Duration::from_millis(3))],
+            );
+        }
+        p.rejected(0, "InvalidParameters");
+        AwsReport {
+            shadow_service: "emulated".into(),
+            shadow: vec![sh.report(0, "therm<o>", "classic")],
+            ingest: Vec::new(),
+            provisioning_service: "emulated".into(),
+            provisioning: vec![p.report(0, "units", "thingswarm-fleet", "keys")],
+        }
+    }
+
+    #[test]
+    fn checks_judge_each_flow() {
+        let checks = sample().checks();
+        let verdicts: Vec<(&str, bool)> =
+            checks.iter().map(|c| (c.name.as_str(), c.passed)).collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                ("shadow therm<o>: no unexpected rejection", false),
+                ("shadow therm<o>: every request answered", true),
+                ("shadow therm<o>: versions never go backwards", true),
+                ("provision units: every device provisioned", false),
+            ]
+        );
+        assert!(checks[0].message.contains("409:2"), "{}", checks[0].message);
+        assert!(
+            checks[3].message.contains("2/3 provisioned")
+                && checks[3].message.contains("InvalidParameters:1"),
+            "{}",
+            checks[3].message
+        );
+        let summary = sample().summary();
+        assert!(summary.contains("provision  units (keys, template thingswarm-fleet, service emulated): 2/3 provisioned"), "{summary}");
+    }
+}

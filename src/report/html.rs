@@ -889,6 +889,29 @@ mod tests {
     }
 
     #[test]
+    fn aws_flows_get_their_sections() {
+        let mut r = empty_report();
+        assert!(!render(&r).contains("Device Shadow"));
+        r.aws = Some(crate::aws::tests::sample());
+        let html = render(&r);
+        assert!(html.contains("<h2>Device Shadow</h2>"), "shadow section");
+        assert!(
+            html.contains("<td>therm&lt;o&gt;</td><td>classic</td>"),
+            "escaped group row"
+        );
+        assert!(html.contains("<td>409: 2</td>"), "rejections by code");
+        assert!(
+            html.contains("<h2>Fleet provisioning</h2>"),
+            "provisioning section"
+        );
+        assert!(
+            html.contains("<td class=\"n\">2 / 3</td>"),
+            "provisioned / started"
+        );
+        assert!(html.contains("<td>InvalidParameters: 1</td>"));
+    }
+
+    #[test]
     fn a_run_without_samples_renders_plainly_and_escaped() {
         let html = render(&empty_report());
         assert!(html.contains(NO_MESSAGES));
