@@ -533,3 +533,73 @@ async fn a_claim_session_may_use_the_provisioning_topics_only() {
         .await
         .expect("the broker closes the claim session");
 }
+
+#[test]
+fn a_standalone_broker_with_aws_provisions_a_targeted_run() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command as Std, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let mut child = Std::new(env!("CARGO_BIN_EXE_thingswarm"))
+        .args(["broker", "--port", "0", "--aws", "--certs-dir"])
+        .arg(&certs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Kill the broker even if an assertion fails.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Reap(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines
+        .last()
+        .is_some_and(|l: &String| l.starts_with("AWS IoT fleet provisioning emulated"))
+    {
+        lines.push(
+            rx.recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("broker output so far: {lines:?}")),
+        );
+    }
+    let addr = lines[0].strip_prefix("listening on ").unwrap().to_string();
+    let server_ca = lines[1].strip_prefix("server CA: ").unwrap().to_string();
+
+    let out = tmp.path().join("out");
+    Command::cargo_bin("thingswarm")
+        .unwrap()
+        .args([
+            "run",
+            "scenarios/provisioning.toml",
+            "--no-tui",
+            "--target",
+            &addr,
+        ])
+        .args(["--server-ca", &server_ca, "--certs-dir"])
+        .arg(&certs)
+        .arg("--out")
+        .arg(&out)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let aws = &report["aws"];
+    // The broker's service answered, not one started by the run.
+    assert_eq!(aws["provisioning_service"], "target", "{aws}");
+    assert_eq!(aws["provisioning"][0]["provisioned"], 50, "{aws}");
+}

@@ -1,4 +1,5 @@
-//! AWS IoT device behaviours beyond plain publish/subscribe: Device Shadows and basic ingest.
+//! AWS IoT device behaviours beyond plain publish/subscribe: Device Shadows, basic ingest and
+//! fleet provisioning by claim.
 //!
 //! Why: AWS IoT users load-test the flows next to the broker (the seed names the Thing
 //! Shadows service and the rules engine), and those flows need an answering service to be
