@@ -401,6 +401,9 @@ fn validate(
     let (from_policy, policy) =
         expect::from_policy(src, raw.policy.as_ref(), &groups, expect.len())?;
     expect.extend(from_policy);
+    let expect_at = raw.expect.as_ref().map(|e| e.span().start);
+    let policy_at = raw.policy.as_ref().map(|p| p.span().start);
+    provision::check_expectations(src, expect_at.or(policy_at), &groups, &expect)?;
     let events = lifecycle::events(src, raw.event.as_ref(), &groups)?;
     Ok(Plan {
         name,

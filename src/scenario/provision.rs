@@ -152,6 +152,24 @@ pub(super) fn provision(
     }))
 }
 
+/// Refuses `[[expect]]` probes (or `[policy]` ones) acting or observing as a device of a
+/// provisioning group: those devices have no certificate of their own before the run.
+pub(super) fn check_expectations(
+    src: &Source<'_>,
+    at: Option<usize>,
+    groups: &[super::GroupPlan],
+    expect: &[super::expect::ExpectPlan],
+) -> Result<(), ScenarioError> {
+    for e in expect {
+        for d in std::iter::once(&e.device).chain(e.observer.as_ref()) {
+            if groups[d.group].provision.is_some() {
+                return Err(src.at(at.unwrap_or(0), format!("expectation for {:?}: its group {:?} provisions by claim, so the device has no certificate of its own to probe with (expected a device of a group without `provision`)", d.client_id, groups[d.group].name)));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
