@@ -55,6 +55,8 @@ pub const TOKEN_TTL_KEYS: Duration = Duration::from_secs(300);
 pub const TOKEN_TTL_CSR: Duration = Duration::from_secs(3600);
 /// Ownership tokens outstanding at most (unused ones expire; this bounds a flood).
 const MAX_TOKENS: usize = 1_000_000;
+/// Expired tokens are swept every this many certificates.
+const SWEEP_EVERY: u64 = 4096;
 
 /// Topic of `RegisterThing` for `template`.
 pub fn register_topic(template: &str) -> String {
@@ -487,7 +489,8 @@ impl Provisioner {
         getrandom::fill(&mut bytes).map_err(|e| internal(&e))?;
         let token = hex(&bytes);
         let mut tokens = self.tokens.lock().expect("token lock");
-        if tokens.len() >= MAX_TOKENS {
+        // Unused tokens expire: sweep them now and then, and whenever the map is full.
+        if tokens.len() >= MAX_TOKENS || self.serial.load(Relaxed) % SWEEP_EVERY == 0 {
             let now = Instant::now();
             tokens.retain(|_, p| p.expires > now);
             if tokens.len() >= MAX_TOKENS {

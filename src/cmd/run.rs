@@ -91,10 +91,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .iter()
         .zip(fleet::identities(&plan, &args.dir.certs_dir)?)
     {
+        let what = if group.provision.is_some() {
+            format!(
+                "1 claim certificate (CN {}) shared by {} devices",
+                crate::aws::provisioning::CLAIM_CN,
+                group.devices
+            )
+        } else {
+            format!("{} devices", fleet.len())
+        };
         eprintln!(
-            "identities  group {}: {} devices, {} reused, {} generated in {:.2} s ({})",
+            "identities  group {}: {what}, {} reused, {} generated in {:.2} s ({})",
             group.name,
-            fleet.len(),
             made.reused,
             made.generated,
             made.elapsed.as_secs_f64(),
