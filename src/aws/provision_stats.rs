@@ -226,6 +226,55 @@ pub struct ProvisionGroupReport {
     pub own_connect_latency_us: HistogramReport,
 }
 
+/// Puts the same provisioning group's figures from several shards of one run together:
+/// counts and rejections add, histograms merge (from their HDR encoding), and throughput is
+/// all devices provisioned over the longest shard window (shards run concurrently).
+pub fn merge_group(parts: &[&ProvisionGroupReport]) -> Result<ProvisionGroupReport, String> {
+    let Some(first) = parts.first() else {
+        return Err("no shard figures to merge".into());
+    };
+    let mut m = (*first).clone();
+    let hist = |pick: fn(&ProvisionGroupReport) -> &HistogramReport| {
+        let mut h = crate::stats::histogram::latency();
+        for p in parts {
+            let encoded = &pick(p).hdr;
+            if encoded.is_empty() {
+                continue;
+            }
+            let part = crate::report::merge::decode(encoded)?;
+            h.add(&part).map_err(|e| format!("{e:?}"))?;
+        }
+        Ok::<_, String>(HistogramReport::of(&h))
+    };
+    m.create_latency_us = hist(|p| &p.create_latency_us)?;
+    m.register_latency_us = hist(|p| &p.register_latency_us)?;
+    m.total_latency_us = hist(|p| &p.total_latency_us)?;
+    m.own_connect_latency_us = hist(|p| &p.own_connect_latency_us)?;
+    let sum = |f: fn(&ProvisionGroupReport) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
+    m.started = sum(|p| p.started);
+    m.created = sum(|p| p.created);
+    m.registered = sum(|p| p.registered);
+    m.provisioned = sum(|p| p.provisioned);
+    m.timeouts = sum(|p| p.timeouts);
+    m.own_connect_failed = sum(|p| p.own_connect_failed);
+    m.own_connect_retries = sum(|p| p.own_connect_retries);
+    m.session_lost = sum(|p| p.session_lost);
+    m.unreadable = sum(|p| p.unreadable);
+    m.rejected = BTreeMap::new();
+    for p in parts {
+        for (code, n) in &p.rejected {
+            *m.rejected.entry(code.clone()).or_default() += n;
+        }
+    }
+    m.window_s = parts.iter().map(|p| p.window_s).fold(0.0, f64::max);
+    m.provisioned_per_s = if m.window_s > 0.0 {
+        m.provisioned as f64 / m.window_s
+    } else {
+        0.0
+    };
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +303,11 @@ mod tests {
         assert!((r.provisioned_per_s - 2.0).abs() < 1e-6);
         assert_eq!(r.rejected["InvalidParameters"], 2);
         assert_eq!(r.total_latency_us.percentiles.count, 2);
+        let merged = merge_group(&[&r, &r]).unwrap();
+        assert_eq!((merged.started, merged.provisioned), (4, 4));
+        assert_eq!(merged.rejected["InvalidParameters"], 4);
+        assert_eq!(merged.total_latency_us.percentiles.count, 4);
+        assert!((merged.provisioned_per_s - 4.0).abs() < 1e-6);
         let none = s.report(0, "other", "t", "keys");
         assert_eq!((none.provisioned, none.provisioned_per_s), (0, 0.0));
     }
