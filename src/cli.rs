@@ -469,7 +469,8 @@ pub struct BrokerArgs {
     /// Also answer AWS IoT Device Shadow requests (`$aws/things/+/shadow/...`): the emulated
     /// shadow service connects as `thingswarm-aws-service` with a certificate from the default
     /// generated CA (whose root is then trusted too), so shadow scenarios can `--target` this
-    /// broker.
+    /// broker. Also emulates fleet provisioning by claim (template `thingswarm-fleet`, issued
+    /// by that CA; the claim certificate CN `thingswarm-claim` may use any client ID).
     #[arg(long)]
     pub aws: bool,
 }

@@ -34,7 +34,8 @@
 //! - [`expect`]: authorization probes: one device, one action, allow or deny, and the signal.
 //! - [`policy`]: AWS IoT Core policies offline: document model, evaluator, lint.
 //! - [`aws`]: AWS IoT behaviours: Device Shadow flows (document model, an emulated shadow
-//!   service answering on the `$aws/things/...` topics) and basic ingest (`$aws/rules/...`).
+//!   service answering on the `$aws/things/...` topics), basic ingest (`$aws/rules/...`) and
+//!   fleet provisioning by claim (emulated inside the embedded broker).
 //! - [`shard`]: `run --shard i/N` slices of the fleet; `merge` puts shard reports together.
 //! - [`broker`]: brokers thingswarm starts itself: the embedded rmqtt broker (cargo feature
 //!   `embedded-broker`, the default target) and a mosquitto harness for tests and benches.

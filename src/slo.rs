@@ -25,6 +25,11 @@
 //!   (connect attempts + publishes sent); `loss`: lost / (lost + distinct received) at
 //!   subscribers. Values are percentages (`0.1%`) or fractions (`0.001`).
 //!
+//! - AWS IoT: `shadow_update_{p50,...,max}` (shadow update -> accepted, the highest over
+//!   shadow groups), `provision_{p50,...,max}` (claim connect -> connected with the device's
+//!   own certificate, the highest over provisioning groups), `provision_rate` (devices
+//!   provisioned per second, summed over provisioning groups: `50/s`).
+//!
 //! A metric without data (e2e with no subscribers, rates in a connect-only run) fails with a
 //! reason: an objective nobody could measure has not been met.
 
@@ -84,6 +89,11 @@ pub enum Latency {
     E2e,
     /// Actual send -> received (steady window).
     E2eUncorrected,
+    /// Shadow `update` -> `update/accepted` (the highest over shadow groups).
+    ShadowUpdate,
+    /// Fleet provisioning, claim connect -> connected with the device's own certificate (the
+    /// highest over provisioning groups).
+    Provision,
 }
 
 /// A percentile of a latency histogram.
@@ -123,9 +133,11 @@ pub enum Metric {
     ErrorRate,
     /// Lost over expected at subscribers, a fraction.
     Loss,
+    /// Devices provisioned per second (summed over provisioning groups).
+    ProvisionRate,
 }
 
-const METRIC_FORM: &str = "expected {connect,ack,e2e,e2e_uncorrected}_{p50,p90,p99,p99_9,max}, sent_rate, acked_rate, delivered_rate, error_rate or loss";
+const METRIC_FORM: &str = "expected {connect,ack,e2e,e2e_uncorrected,shadow_update,provision}_{p50,p90,p99,p99_9,max}, sent_rate, acked_rate, delivered_rate, provision_rate, error_rate or loss";
 
 impl Metric {
     /// Parses a metric name (see the module docs).
@@ -137,6 +149,7 @@ impl Metric {
             "delivered_rate" => Some(Metric::Rate(Rate::Delivered)),
             "error_rate" => Some(Metric::ErrorRate),
             "loss" => Some(Metric::Loss),
+            "provision_rate" => Some(Metric::ProvisionRate),
             _ => None,
         };
         if let Some(m) = simple {
@@ -153,6 +166,8 @@ impl Metric {
             "ack" => Latency::Ack,
             "e2e" | "e2e_corrected" => Latency::E2e,
             "e2e_uncorrected" | "e2e_raw" => Latency::E2eUncorrected,
+            "shadow_update" => Latency::ShadowUpdate,
+            "provision" => Latency::Provision,
             _ => return Err(bad()),
         };
         let pct = match pct {
@@ -169,7 +184,7 @@ impl Metric {
     /// The comparison a bare scenario threshold implies.
     fn default_op(self) -> Op {
         match self {
-            Metric::Rate(_) => Op::Ge,
+            Metric::Rate(_) | Metric::ProvisionRate => Op::Ge,
             _ => Op::Le,
         }
     }
@@ -183,7 +198,7 @@ impl Metric {
                     "{name}: {value:?} is not a duration (expected e.g. 850us, 12.5ms or 2s)"
                 ))
             }),
-            Metric::Rate(_) => {
+            Metric::Rate(_) | Metric::ProvisionRate => {
                 let n = v.strip_suffix("/s").unwrap_or(v).trim();
                 n.parse::<f64>()
                     .ok()
@@ -216,6 +231,47 @@ impl Metric {
     pub fn measure(self, report: &Report) -> Result<f64, String> {
         let no_traffic = || "no data: the scenario has no message traffic".to_string();
         match self {
+            Metric::Latency(which @ (Latency::ShadowUpdate | Latency::Provision), pct) => {
+                let aws = report.aws.as_ref();
+                let hs: Vec<&crate::report::HistogramReport> = match which {
+                    Latency::ShadowUpdate => aws
+                        .map(|a| a.shadow.iter().map(|g| &g.update_latency_us).collect())
+                        .unwrap_or_default(),
+                    _ => aws
+                        .map(|a| a.provisioning.iter().map(|g| &g.total_latency_us).collect())
+                        .unwrap_or_default(),
+                };
+                hs.iter()
+                    .map(|h| &h.percentiles)
+                    .filter(|p| p.count > 0)
+                    .map(|p| match pct {
+                        Pct::P50 => p.p50,
+                        Pct::P90 => p.p90,
+                        Pct::P99 => p.p99,
+                        Pct::P99_9 => p.p99_9,
+                        Pct::Max => p.max,
+                    } as f64)
+                    .reduce(f64::max)
+                    .ok_or_else(|| match which {
+                        Latency::ShadowUpdate => {
+                            "no data: no shadow update was accepted (needs a group with `shadow`)"
+                                .to_string()
+                        }
+                        _ => "no data: no device was provisioned (needs a group with `provision`)"
+                            .to_string(),
+                    })
+            }
+            Metric::ProvisionRate => {
+                let groups = report
+                    .aws
+                    .as_ref()
+                    .map(|a| a.provisioning.as_slice())
+                    .unwrap_or_default();
+                if groups.is_empty() {
+                    return Err("no data: the scenario has no provisioning group".into());
+                }
+                Ok(groups.iter().map(|g| g.provisioned_per_s).sum())
+            }
             Metric::Latency(which, pct) => {
                 let h = match which {
                     Latency::Connect => &report.connect_latency_us,
@@ -242,6 +298,9 @@ impl Metric {
                             .ok_or_else(no_traffic)?
                             .steady
                             .e2e_uncorrected_us
+                    }
+                    Latency::ShadowUpdate | Latency::Provision => {
+                        unreachable!("AWS latencies are measured by the arm above")
                     }
                 };
                 let p = &h.percentiles;
@@ -292,7 +351,7 @@ impl Metric {
     pub fn format(self, value: f64) -> String {
         match self {
             Metric::Latency(..) => fmt_us(value.round() as u64),
-            Metric::Rate(_) => format!("{value:.1}/s"),
+            Metric::Rate(_) | Metric::ProvisionRate => format!("{value:.1}/s"),
             Metric::ErrorRate | Metric::Loss => format!("{:.4}%", value * 100.0),
         }
     }
@@ -540,6 +599,53 @@ mod tests {
         assert_eq!((s.op, s.threshold), (Op::Lt, 50_000.0));
         let e = Slo::parse_entry("max_loss", "<1%").unwrap_err().0;
         assert!(e.contains("repeats the comparison"), "{e}");
+    }
+
+    #[test]
+    fn aws_metrics_judge_shadow_and_provisioning_groups() {
+        use crate::aws::provision_stats::{ProvisionMetric, ProvisionStats};
+        use crate::aws::stats::{ShadowMetric, ShadowSamples, ShadowStats};
+        use std::time::{Duration, Instant};
+        let mut report = fixture();
+        for expr in [
+            "provision_p99<1s",
+            "shadow_update_p99<1s",
+            "provision_rate>1/s",
+        ] {
+            let out = Slo::parse_expr(expr).unwrap().evaluate(&report);
+            assert!(!out.passed, "{expr}: no data must fail");
+            assert!(out.message.contains("no data"), "{out:?}");
+        }
+        let p = ProvisionStats::new(&[true]);
+        let t0 = Instant::now();
+        p.started(0, t0);
+        p.provisioned(
+            0,
+            t0 + Duration::from_millis(500),
+            &[(ProvisionMetric::Total, Duration::from_millis(5))],
+        );
+        let sh = ShadowStats::new(&[true]);
+        let mut samples = ShadowSamples::new(0, 0);
+        samples.record(&sh, ShadowMetric::Update, Duration::from_millis(2));
+        samples.flush(&sh);
+        report.aws = Some(crate::aws::AwsReport {
+            shadow_service: "emulated".into(),
+            shadow: vec![sh.report(0, "things", "classic")],
+            ingest: Vec::new(),
+            provisioning_service: "emulated".into(),
+            provisioning: vec![p.report(0, "units", "t", "keys")],
+        });
+        for (expr, passed) in [
+            ("provision_p99<=10ms", true),
+            ("provision_p50<1ms", false),
+            ("shadow_update_p99<=3ms", true),
+            ("shadow_update_max<1ms", false),
+            ("provision_rate>=1.5/s", true),
+            ("provision_rate>=3/s", false),
+        ] {
+            let out = Slo::parse_expr(expr).unwrap().evaluate(&report);
+            assert_eq!(out.passed, passed, "{expr}: {out:?}");
+        }
     }
 
     fn fixture() -> Report {

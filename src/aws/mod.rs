@@ -1,4 +1,5 @@
-//! AWS IoT device behaviours beyond plain publish/subscribe: Device Shadows and basic ingest.
+//! AWS IoT device behaviours beyond plain publish/subscribe: Device Shadows, basic ingest and
+//! fleet provisioning by claim.
 //!
 //! Why: AWS IoT users load-test the flows next to the broker (the seed names the Thing
 //! Shadows service and the rules engine), and those flows need an answering service to be
@@ -17,9 +18,13 @@
 //! so such a group has acknowledgement latency but no end-to-end latency (the report's `aws`
 //! section lists those groups and says so).
 //!
-//! Fleet provisioning by claim (`$aws/certificates/create/json`, `$aws/provisioning-templates`)
-//! is not built yet.
+//! - [`provisioning`]: fleet provisioning by claim: the MQTT API's messages and the emulated
+//!   provisioning service (run inside the embedded broker, which alone knows who asked).
+//! - [`provision_stats`]: provisioning counters and latency histograms, and their report
+//!   section.
 
+pub mod provision_stats;
+pub mod provisioning;
 pub mod service;
 pub mod shadow;
 pub mod stats;
@@ -126,6 +131,33 @@ pub struct AwsReport {
     pub shadow: Vec<stats::ShadowGroupReport>,
     /// Groups publishing to basic ingest topics.
     pub ingest: Vec<IngestGroup>,
+    /// Who answered provisioning requests: `"emulated"` (the embedded broker's service) or
+    /// `"target"`; empty without provisioning groups.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provisioning_service: String,
+    /// Per fleet provisioning group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provisioning: Vec<provision_stats::ProvisionGroupReport>,
+}
+
+/// Whether any group of `plan` provisions by claim.
+pub fn has_provision(plan: &Plan) -> bool {
+    plan.groups.iter().any(|g| g.provision.is_some())
+}
+
+/// A provisioning plan in one line, for `thingswarm check`.
+pub fn provision_plan_line(p: &crate::scenario::provision::ProvisionPlan) -> String {
+    format!(
+        "by claim (certificate CN {}), template {}, {}, QoS {}, answers within {:?}; then reconnect with the device's own certificate as the thing",
+        provisioning::CLAIM_CN,
+        p.template,
+        match p.mode {
+            crate::scenario::provision::ProvisionMode::Keys => "CreateKeysAndCertificate",
+            crate::scenario::provision::ProvisionMode::Csr => "CreateCertificateFromCsr (device-made P-256 key)",
+        },
+        p.qos,
+        p.timeout
+    )
 }
 
 /// A group publishing to `$aws/rules/RULE/...`.
@@ -145,6 +177,17 @@ impl AwsReport {
         plan: &Plan,
         shadow: Option<&stats::ShadowStats>,
         emulated: bool,
+    ) -> Option<AwsReport> {
+        AwsReport::with_provisioning(plan, shadow, emulated, None)
+    }
+
+    /// [`AwsReport::of`] with the fleet provisioning figures (`provision`, and whether the
+    /// embedded broker emulated the service).
+    pub fn with_provisioning(
+        plan: &Plan,
+        shadow: Option<&stats::ShadowStats>,
+        emulated: bool,
+        provision: Option<(&provision_stats::ProvisionStats, bool)>,
     ) -> Option<AwsReport> {
         let ingest: Vec<IngestGroup> = plan
             .groups
@@ -172,7 +215,19 @@ impl AwsReport {
                 .collect(),
             None => Vec::new(),
         };
-        if ingest.is_empty() && shadow_groups.is_empty() {
+        let provisioning: Vec<provision_stats::ProvisionGroupReport> = match provision {
+            Some((p, _)) => plan
+                .groups
+                .iter()
+                .enumerate()
+                .filter_map(|(i, g)| {
+                    let pp = g.provision.as_ref()?;
+                    Some(p.report(i, &g.name, &pp.template, pp.mode.as_str()))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if ingest.is_empty() && shadow_groups.is_empty() && provisioning.is_empty() {
             return None;
         }
         Some(AwsReport {
@@ -185,7 +240,64 @@ impl AwsReport {
             },
             shadow: shadow_groups,
             ingest,
+            provisioning_service: match provision {
+                Some((_, true)) if !provisioning.is_empty() => "emulated".into(),
+                Some(_) if !provisioning.is_empty() => "target".into(),
+                _ => String::new(),
+            },
+            provisioning,
         })
+    }
+
+    /// Pass/fail verdicts of the AWS flows, for `junit.xml`: per shadow group, no unexpected
+    /// rejection, every request answered, versions never backwards; per provisioning group,
+    /// every device that started provisioned.
+    pub fn checks(&self) -> Vec<crate::report::junit::Check> {
+        use crate::report::junit::Check;
+        let mut out = Vec::new();
+        for g in &self.shadow {
+            let rejected: Vec<String> =
+                g.rejected.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+            out.push(Check::new(
+                format!("shadow {}: no unexpected rejection", g.group),
+                g.unexpected_rejects == 0,
+                format!(
+                    "{} unexpected of rejections [{}] ({} expected 404s of a new shadow)",
+                    g.unexpected_rejects,
+                    rejected.join(" "),
+                    g.not_found_at_start
+                ),
+            ));
+            out.push(Check::new(
+                format!("shadow {}: every request answered", g.group),
+                g.unanswered == 0,
+                format!("{} unanswered", g.unanswered),
+            ));
+            out.push(Check::new(
+                format!("shadow {}: versions never go backwards", g.group),
+                g.version_regressions == 0,
+                format!("{} regressions", g.version_regressions),
+            ));
+        }
+        for p in &self.provisioning {
+            let rejected: Vec<String> =
+                p.rejected.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+            out.push(Check::new(
+                format!("provision {}: every device provisioned", p.group),
+                p.started > 0 && p.provisioned == p.started,
+                format!(
+                    "{}/{} provisioned at {:.1}/s; rejected [{}]; timeouts {}; own-certificate connects failed {}; claim sessions lost {}",
+                    p.provisioned,
+                    p.started,
+                    p.provisioned_per_s,
+                    rejected.join(" "),
+                    p.timeouts,
+                    p.own_connect_failed,
+                    p.session_lost
+                ),
+            ));
+        }
+        out
     }
 
     /// Summary lines for the end-of-run text.
@@ -225,6 +337,40 @@ impl AwsReport {
                 ms(g.delta_round_trip_us.percentiles.p99),
             );
         }
+        for p in &self.provisioning {
+            let rejected: Vec<String> =
+                p.rejected.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+            let ms = |us: u64| us as f64 / 1e3;
+            let _ = writeln!(
+                s,
+                "  provision  {} ({}, template {}, service {}): {}/{} provisioned ({} created, {} registered) at {:.1}/s; rejected [{}]; timeouts {}; own-cert connect failed {} (retried {}); claim sessions lost {}",
+                p.group,
+                p.mode,
+                p.template,
+                self.provisioning_service,
+                p.provisioned,
+                p.started,
+                p.created,
+                p.registered,
+                p.provisioned_per_s,
+                rejected.join(" "),
+                p.timeouts,
+                p.own_connect_failed,
+                p.own_connect_retries,
+                p.session_lost,
+            );
+            let _ = writeln!(
+                s,
+                "  provision  {}: create p50 {:.2} ms p99 {:.2} ms; register p50 {:.2} ms p99 {:.2} ms; claim connect -> own connect p50 {:.2} ms p99 {:.2} ms",
+                p.group,
+                ms(p.create_latency_us.percentiles.p50),
+                ms(p.create_latency_us.percentiles.p99),
+                ms(p.register_latency_us.percentiles.p50),
+                ms(p.register_latency_us.percentiles.p99),
+                ms(p.total_latency_us.percentiles.p50),
+                ms(p.total_latency_us.percentiles.p99),
+            );
+        }
         for i in &self.ingest {
             let _ = writeln!(
                 s,
@@ -233,5 +379,67 @@ impl AwsReport {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::provision_stats::{ProvisionMetric, ProvisionStats};
+    use super::stats::ShadowStats;
+    use super::*;
+
+    /// A report with one shadow group (2 unexpected 409s) and one provisioning group (2 of
+    /// 3 devices provisioned, one rejection).
+    pub(crate) fn sample() -> AwsReport {
+        let sh = ShadowStats::new(&[true]);
+        sh.rejected(0, 409);
+        sh.rejected(0, 409);
+        let p = ProvisionStats::new(&[true]);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            p.started(0, t0);
+        }
+        for _ in 0..2 {
+            p.provisioned(
+                0,
+                t0 + Duration::from_secs(1),
+                &[(ProvisionMetric::Total, Duration::from_millis(3))],
+            );
+        }
+        p.rejected(0, "InvalidParameters");
+        AwsReport {
+            shadow_service: "emulated".into(),
+            shadow: vec![sh.report(0, "therm<o>", "classic")],
+            ingest: Vec::new(),
+            provisioning_service: "emulated".into(),
+            provisioning: vec![p.report(0, "units", "thingswarm-fleet", "keys")],
+        }
+    }
+
+    #[test]
+    fn checks_judge_each_flow() {
+        let checks = sample().checks();
+        let verdicts: Vec<(&str, bool)> =
+            checks.iter().map(|c| (c.name.as_str(), c.passed)).collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                ("shadow therm<o>: no unexpected rejection", false),
+                ("shadow therm<o>: every request answered", true),
+                ("shadow therm<o>: versions never go backwards", true),
+                ("provision units: every device provisioned", false),
+            ]
+        );
+        assert!(checks[0].message.contains("409:2"), "{}", checks[0].message);
+        assert!(
+            checks[3].message.contains("2/3 provisioned")
+                && checks[3].message.contains("InvalidParameters:1"),
+            "{}",
+            checks[3].message
+        );
+        let summary = sample().summary();
+        assert!(summary.contains("provision  units (keys, template thingswarm-fleet, service emulated): 2/3 provisioned"), "{summary}");
     }
 }

@@ -87,6 +87,19 @@ impl EmbeddedBroker {
         cfg: BrokerConfig,
         policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
     ) -> Result<EmbeddedBroker, BrokerError> {
+        EmbeddedBroker::start_with_provisioning(cfg, policy, None)
+    }
+
+    /// Like [`start_with_policy`](EmbeddedBroker::start_with_policy), and when `provisioning`
+    /// is given, also emulates AWS IoT fleet provisioning by claim with it (see
+    /// `src/broker/provisioning.rs`): a certificate whose CN is
+    /// [`CLAIM_CN`](crate::aws::provisioning::CLAIM_CN) may then connect under any client ID,
+    /// restricted to the provisioning topics. Its CA's root should be among the client roots.
+    pub fn start_with_provisioning(
+        cfg: BrokerConfig,
+        policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
+        provisioning: Option<std::sync::Arc<crate::aws::provisioning::Provisioner>>,
+    ) -> Result<EmbeddedBroker, BrokerError> {
         crate::tls::install_crypto_provider();
         let want = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
         let dir = private_temp_dir("thingswarm-broker-")?;
@@ -109,7 +122,7 @@ impl EmbeddedBroker {
                 .busy_check_enable(false)
                 .build()
                 .await;
-            register_auth_hook(&scx, policy).await;
+            register_auth_hook(&scx, policy, provisioning).await;
             // Bind inside the runtime: rmqtt registers the socket with the current reactor.
             let listener = match listener.bind().and_then(|l| l.tls()) {
                 Ok(l) => l,
@@ -248,6 +261,7 @@ fn listener(addr: SocketAddr, server: &ServerIdentity, client_roots: &Path) -> B
 async fn register_auth_hook(
     scx: &ServerContext,
     policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
+    provisioning: Option<std::sync::Arc<crate::aws::provisioning::Provisioner>>,
 ) {
     let register = scx.extends.hook_mgr().register();
     register
@@ -255,9 +269,28 @@ async fn register_auth_hook(
             Type::ClientAuthenticate,
             Box::new(CnIsClientId {
                 policy: policy.clone(),
+                claim: provisioning.is_some(),
             }),
         )
         .await;
+    if let Some(service) = provisioning {
+        for typ in [
+            Type::MessagePublish,
+            Type::MessageExpiryCheck,
+            Type::ClientSubscribeCheckAcl,
+            Type::MessagePublishCheckAcl,
+        ] {
+            register
+                .add(
+                    typ,
+                    Box::new(super::provisioning::ProvisioningHook {
+                        scx: scx.clone(),
+                        service: service.clone(),
+                    }),
+                )
+                .await;
+        }
+    }
     if let Some(policy) = policy {
         for typ in [
             Type::ClientSubscribeCheckAcl,
@@ -285,6 +318,9 @@ async fn register_auth_hook(
 struct CnIsClientId {
     /// With a scenario's `[policy]`: `iot:Connect` on `client/<client id>` must be allowed too.
     policy: Option<std::sync::Arc<crate::policy::PolicySet>>,
+    /// Fleet provisioning is emulated: the claim certificate (CN
+    /// [`CLAIM_CN`](crate::aws::provisioning::CLAIM_CN)) may connect under any client ID.
+    claim: bool,
 }
 
 impl CnIsClientId {
@@ -298,7 +334,8 @@ impl CnIsClientId {
             .policy
             .as_ref()
             .is_none_or(|p| p.enforce(id, "iot:Connect", "client", id));
-        Some(if cn == Some(id) && connect_allowed {
+        let claim = self.claim && cn == Some(crate::aws::provisioning::CLAIM_CN);
+        Some(if (cn == Some(id) || claim) && connect_allowed {
             AuthResult::Allow(false, None)
         } else {
             AuthResult::NotAuthorized

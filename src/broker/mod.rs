@@ -16,6 +16,8 @@
 #[cfg(feature = "embedded-broker")]
 mod embedded;
 pub mod mosquitto;
+#[cfg(feature = "embedded-broker")]
+mod provisioning;
 
 use std::io::{self, Read};
 use std::net::SocketAddr;

@@ -26,10 +26,34 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let broker = EmbeddedBroker::start(BrokerConfig {
-        port: args.port,
-        client_roots,
-    })?;
+    // Fleet provisioning by claim, issuing with the cache's default generated CA (the one a
+    // scenario without [identity] signs its claim certificate with).
+    let provisioner = if args.aws {
+        let spec = crate::identity::FleetSpec::new(crate::aws::provisioning::CLAIM_CN)?;
+        let ca = spec.load_ca(&args.dir.certs_dir)?;
+        if !client_roots.contains(ca.root()) {
+            client_roots.push(ca.root().clone());
+            sources.push("the provisioning CA".into());
+        }
+        Some(std::sync::Arc::new(
+            crate::aws::provisioning::Provisioner::new(
+                ca,
+                spec.algorithm,
+                vec![crate::aws::provisioning::DEFAULT_TEMPLATE.into()],
+                spec.validity_days,
+            ),
+        ))
+    } else {
+        None
+    };
+    let broker = EmbeddedBroker::start_with_provisioning(
+        BrokerConfig {
+            port: args.port,
+            client_roots,
+        },
+        None,
+        provisioner,
+    )?;
     println!("listening on mqtts://{}", broker.addr());
     println!("server CA: {}", broker.server_ca().display());
     println!("trusting client roots: {}", sources.join(", "));
@@ -48,6 +72,11 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
             println!(
                 "AWS IoT Device Shadow service emulated (client ID {})",
                 crate::aws::service::SERVICE_CLIENT_ID
+            );
+            println!(
+                "AWS IoT fleet provisioning emulated (template {}; claim certificate CN {} may connect under any client ID)",
+                crate::aws::provisioning::DEFAULT_TEMPLATE,
+                crate::aws::provisioning::CLAIM_CN
             );
             Some(service)
         }

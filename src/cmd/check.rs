@@ -159,6 +159,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         for line in crate::fleet::lifecycle::plan_lines(g) {
             println!("  {line}");
         }
+        if let Some(pp) = &g.provision {
+            println!("  provision:      {}", crate::aws::provision_plan_line(pp));
+        }
         if let Some(sh) = &g.shadow {
             println!("  shadow:         {}", crate::aws::shadow_plan_line(sh));
         }

@@ -1,5 +1,5 @@
 //! The files `run --out DIR` writes beside `report.json`: HDR interval logs and `junit.xml`
-//! (one test case per SLO and per policy expectation).
+//! (one test case per SLO, per policy expectation, and per AWS flow verdict).
 
 use std::path::Path;
 
@@ -34,10 +34,12 @@ pub fn write(dir: &Path, report: &Report, intervals: &Intervals) -> anyhow::Resu
             )
         })
         .collect();
-    let xml = junit::render(
-        &report.scenario.name,
-        &[("slo", &slos), ("expect", &expectations)],
-    );
+    let aws = report.aws.as_ref().map(|a| a.checks()).unwrap_or_default();
+    let mut suites: Vec<(&str, &[Check])> = vec![("slo", &slos), ("expect", &expectations)];
+    if !aws.is_empty() {
+        suites.push(("aws", &aws));
+    }
+    let xml = junit::render(&report.scenario.name, &suites);
     std::fs::write(dir.join("junit.xml"), xml)
         .with_context(|| format!("writing {}", dir.join("junit.xml").display()))?;
     Ok(())

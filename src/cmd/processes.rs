@@ -96,7 +96,8 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
             .into());
         }
     }
-    let (_endpoint, broker, target) = connect_target(&plan, &fleets)?;
+    let provisioning = super::run::provisioner(&plan, &args.dir.certs_dir)?;
+    let (_endpoint, broker, target) = connect_target(&plan, &fleets, provisioning)?;
     drop(fleets);
     // Each child's target flags: the broker started here, or the user's (several `--target`
     // values spread the shards round-robin).

@@ -105,10 +105,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .iter()
         .zip(fleet::identities(&plan, &args.dir.certs_dir)?)
     {
+        let what = if group.provision.is_some() {
+            format!(
+                "1 claim certificate (CN {}) shared by {} devices",
+                crate::aws::provisioning::CLAIM_CN,
+                group.devices
+            )
+        } else {
+            format!("{} devices", fleet.len())
+        };
         eprintln!(
-            "identities  group {}: {} devices, {} reused, {} generated in {:.2} s ({})",
+            "identities  group {}: {what}, {} reused, {} generated in {:.2} s ({})",
             group.name,
-            fleet.len(),
             made.reused,
             made.generated,
             made.elapsed.as_secs_f64(),
@@ -127,7 +135,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
 
     // Target: the embedded broker (trusting every fleet's root) or the scenario's broker.
-    let (mut endpoint, broker, target) = connect_target(&plan, &fleets)?;
+    let provisioner = provisioner(&plan, &args.dir.certs_dir)?;
+    let aws_provisioning = provisioner.is_some();
+    let (mut endpoint, broker, target) = connect_target(&plan, &fleets, provisioner)?;
     endpoint.trust = endpoint.trust.with_options(&plan.tls);
     eprintln!(
         "target      {} ({})",
@@ -371,7 +381,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         expectations,
         slos: Vec::new(),
         lifecycle: result.lifecycle.take(),
-        aws: crate::aws::AwsReport::of(&plan, result.shadow.as_deref(), aws_emulated),
+        aws: crate::aws::AwsReport::with_provisioning(
+            &plan,
+            result.shadow.as_deref(),
+            aws_emulated,
+            result.provision.as_deref().map(|p| (p, aws_provisioning)),
+        ),
         shard: args.shard.map(|shard| {
             let ledgers = result.traffic.as_ref().map(|t| &t.loss_ledgers[..]);
             crate::shard::ShardInfo::of(
@@ -541,12 +556,46 @@ pub(crate) fn session_budget(plan: &Plan, open_files: u64) -> crate::limits::Ses
 
 pub(super) type BrokerGuard = Option<Box<dyn std::any::Any>>;
 
+/// The emulated fleet provisioning service, for a scenario with provisioning groups against
+/// the embedded broker: it issues with the scenario's CA and knows the groups' templates.
+pub(super) fn provisioner(
+    plan: &Plan,
+    certs_dir: &std::path::Path,
+) -> anyhow::Result<Option<Arc<crate::aws::provisioning::Provisioner>>> {
+    let Some(first) = plan.groups.iter().find(|g| g.provision.is_some()) else {
+        return Ok(None);
+    };
+    if !matches!(plan.target, Target::Embedded) {
+        return Ok(None);
+    }
+    let ca = plan.fleet_spec(first).load_ca(certs_dir)?;
+    let mut templates: Vec<String> = plan
+        .groups
+        .iter()
+        .filter_map(|g| g.provision.as_ref().map(|p| p.template.clone()))
+        .collect();
+    templates.sort();
+    templates.dedup();
+    eprintln!(
+        "aws         fleet provisioning emulated in the embedded broker (templates {}; claim certificate CN {})",
+        templates.join(", "),
+        crate::aws::provisioning::CLAIM_CN
+    );
+    Ok(Some(Arc::new(crate::aws::provisioning::Provisioner::new(
+        ca,
+        plan.identity.algorithm,
+        templates,
+        plan.identity.validity_days,
+    ))))
+}
+
 pub(super) fn connect_target(
     plan: &Plan,
     fleets: &[Arc<crate::identity::Fleet>],
+    provisioning: Option<Arc<crate::aws::provisioning::Provisioner>>,
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     match &plan.target {
-        Target::Embedded => embedded(fleets, plan.policy.clone()),
+        Target::Embedded => embedded(fleets, plan.policy.clone(), provisioning),
         Target::Broker {
             host,
             port,
@@ -590,6 +639,7 @@ pub(super) fn connect_target(
 fn embedded(
     fleets: &[Arc<crate::identity::Fleet>],
     policy: Option<Arc<crate::policy::PolicySet>>,
+    provisioning: Option<Arc<crate::aws::provisioning::Provisioner>>,
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     use crate::broker::{BrokerConfig, EmbeddedBroker};
     let mut roots = Vec::new();
@@ -598,12 +648,13 @@ fn embedded(
             roots.push(root.clone());
         }
     }
-    let broker = EmbeddedBroker::start_with_policy(
+    let broker = EmbeddedBroker::start_with_provisioning(
         BrokerConfig {
             port: 0,
             client_roots: roots,
         },
         policy,
+        provisioning,
     )
     .map_err(|e| TargetError(format!("embedded broker: {e}")))?;
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der())?;
@@ -619,6 +670,7 @@ fn embedded(
 fn embedded(
     _: &[Arc<crate::identity::Fleet>],
     _: Option<Arc<crate::policy::PolicySet>>,
+    _: Option<Arc<crate::aws::provisioning::Provisioner>>,
 ) -> anyhow::Result<(Endpoint, BrokerGuard, TargetInfo)> {
     Err(BadInput(
         "this scenario has no [target] and this build has no embedded broker (cargo feature `embedded-broker`); pass --target mqtts://HOST:PORT --server-ca PEM".into(),

@@ -18,6 +18,7 @@ pub mod failure;
 pub mod lifecycle;
 pub mod pacer;
 pub mod protocol;
+mod provision;
 pub mod session;
 mod shadow;
 mod traffic;
@@ -96,11 +97,26 @@ pub fn identities(
     plan.groups
         .iter()
         .map(|g| {
+            if g.provision.is_some() {
+                // One shared claim identity: devices get their own by provisioning.
+                let (fleet, made) =
+                    crate::identity::cache::ensure(certs_dir, &claim_spec(plan, g)?, 1, false)?;
+                return Ok((Arc::new(fleet), made));
+            }
             let (fleet, made) =
                 crate::identity::cache::ensure(certs_dir, &plan.fleet_spec(g), g.devices, false)?;
             Ok((Arc::new(fleet), made))
         })
         .collect()
+}
+
+/// The claim certificate's spec for provisioning group `g`: CN
+/// [`CLAIM_CN`](crate::aws::provisioning::CLAIM_CN), signed by the scenario's CA.
+pub fn claim_spec(plan: &Plan, g: &GroupPlan) -> Result<crate::identity::FleetSpec, IdentityError> {
+    Ok(crate::identity::FleetSpec {
+        client_id: crate::identity::FleetSpec::new(crate::aws::provisioning::CLAIM_CN)?.client_id,
+        ..plan.fleet_spec(g)
+    })
 }
 
 /// What a run produced, for the report.
@@ -131,6 +147,8 @@ pub struct RunResult {
     pub lifecycle_events: Vec<crate::proxy::timeline::FaultEvent>,
     /// Shadow figures, when any group runs shadow flows.
     pub shadow: Option<Arc<crate::aws::stats::ShadowStats>>,
+    /// Fleet provisioning figures, when any group provisions by claim.
+    pub provision: Option<Arc<crate::aws::provision_stats::ProvisionStats>>,
     /// Per group: transport, offline windows, retained, shares, refused MQTT 5 options
     /// (`None` for groups that use none of them).
     pub protocol: Vec<Option<protocol::GroupProtocolReport>>,
@@ -166,6 +184,8 @@ struct GroupCtx {
     life: Arc<lifecycle::GroupLife>,
     /// Shadow counters and histograms (AWS Device Shadow groups).
     shadow: Arc<crate::aws::stats::ShadowStats>,
+    /// Fleet provisioning counters and histograms (provisioning groups).
+    provision: Arc<crate::aws::provision_stats::ProvisionStats>,
     proto: Arc<protocol::GroupProtocolStats>,
     /// Local addresses to connect from, round-robin by global device index (empty: any).
     sources: Arc<[std::net::IpAddr]>,
@@ -199,6 +219,11 @@ pub async fn run(
     let shadow_groups: Vec<bool> = plan.groups.iter().map(|g| g.shadow.is_some()).collect();
     let has_shadow = shadow_groups.contains(&true);
     let shadow_stats = Arc::new(crate::aws::stats::ShadowStats::new(&shadow_groups));
+    let provision_groups: Vec<bool> = plan.groups.iter().map(|g| g.provision.is_some()).collect();
+    let has_provision = provision_groups.contains(&true);
+    let provision_stats = Arc::new(crate::aws::provision_stats::ProvisionStats::new(
+        &provision_groups,
+    ));
     let (window_tx, window_rx) = watch::channel(None);
     let mut aggregator = Aggregator::new(recorder.clone(), planned);
     // Interrupts stop pacing, connecting and publishing at once (`devices_stop`), but sessions
@@ -261,6 +286,7 @@ pub async fn run(
             control: control.subscribe(),
             life: life.group(g),
             shadow: shadow_stats.clone(),
+            provision: provision_stats.clone(),
             proto: proto[g].clone(),
             sources: sources.clone(),
         });
@@ -370,6 +396,7 @@ pub async fn run(
             .collect(),
         intervals: aggregator.take_intervals(),
         shadow: has_shadow.then_some(shadow_stats),
+        provision: has_provision.then_some(provision_stats),
         protocol: protocol::reports(plan, &proto, &per_group),
     }
 }
@@ -512,11 +539,16 @@ async fn device(
 ) {
     let counters = ctx.recorder.group(ctx.group);
     counters.attempted.fetch_add(1, Relaxed);
-    let client_id = ctx.fleet.client_id(index);
+    // A provisioning group's devices share the claim identity (index 0) under their own IDs.
+    let (client_id, identity) = if ctx.plan.provision.is_some() {
+        (ctx.plan.client_id.render_index(index as u64), 0)
+    } else {
+        (ctx.fleet.client_id(index), index)
+    };
     let tls = match ctx.endpoint.trust.device_tls(
         &client_id,
-        ctx.fleet.cert_chain(index),
-        ctx.fleet.key(index).clone_key(),
+        ctx.fleet.cert_chain(identity),
+        ctx.fleet.key(identity).clone_key(),
     ) {
         Ok(tls) => tls,
         Err(e) => {
@@ -581,7 +613,7 @@ async fn device(
         }
         Some(Ok(Err(f))) => {
             counters.failed.fetch_add(1, Relaxed);
-            let f = f.explained_by(&ctx.fleet.cert(index), unix_now());
+            let f = f.explained_by(&ctx.fleet.cert(identity), unix_now());
             ctx.recorder
                 .error(f.class, format!("{client_id}: {}", f.detail));
             return;
@@ -593,7 +625,18 @@ async fn device(
         }
     }
 
-    let served = if ctx.plan.shadow.is_some() {
+    let served = if ctx.plan.provision.is_some() {
+        provision::serve(
+            &ctx,
+            index,
+            &client_id,
+            &mut session,
+            &stop,
+            &end,
+            started.into_std(),
+        )
+        .await
+    } else if ctx.plan.shadow.is_some() {
         shadow::serve(&ctx, index, &client_id, &mut session, &stop, &end).await
     } else {
         traffic::serve(&ctx, index, &client_id, &mut session, &stop, &end).await

@@ -556,7 +556,7 @@ fn pem_block(label: &str, der: &[u8]) -> String {
     )
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

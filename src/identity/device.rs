@@ -55,6 +55,23 @@ pub fn issue(
         }
     };
     let key = algorithm.generate_key()?;
+    let params = params(client_id, algorithm, window, index)?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(Issued {
+        cert: cert.der().to_vec(),
+        key: key.serialize_der(),
+    })
+}
+
+/// The certificate parameters of device `client_id` (number `index`): CN and DNS SAN from the
+/// client ID, clientAuth, the fleet's window and a serial unique in it. Shared by fleet
+/// issuing and the emulated fleet provisioning service (which signs a device's own CSR).
+pub fn params(
+    client_id: &str,
+    algorithm: Algorithm,
+    window: &DeviceWindow,
+    index: u64,
+) -> Result<CertificateParams, IdentityError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, client_id);
@@ -85,11 +102,7 @@ pub fn issue(
     params.not_before = time(window.not_before)?;
     params.not_after = time(window.not_after)?;
     params.serial_number = Some(serial(window.serial_prefix, index));
-    let cert = params.signed_by(&key, issuer)?;
-    Ok(Issued {
-        cert: cert.der().to_vec(),
-        key: key.serialize_der(),
-    })
+    Ok(params)
 }
 
 /// prefix (top bit cleared so the DER INTEGER stays positive, next bit set so it keeps its

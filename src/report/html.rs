@@ -185,6 +185,7 @@ pub fn render(r: &Report) -> String {
     h.push_str("</div>\n");
 
     checks(&mut h, r);
+    aws(&mut h, r);
     summary_tables(&mut h, r);
     changes(&mut h, r);
     errors(&mut h, r);
@@ -342,6 +343,94 @@ fn checks(h: &mut String, r: &Report) {
                 verdict(g.holds),
                 esc(&x.signal)
             );
+        }
+        h.push_str("</table>\n");
+    }
+}
+
+/// AWS IoT flows: per shadow group and per provisioning group, counts and latencies.
+fn aws(h: &mut String, r: &Report) {
+    let Some(a) = &r.aws else { return };
+    let codes = |m: &std::collections::BTreeMap<String, u64>| {
+        let v: Vec<String> = m.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let lat = |hr: &HistogramReport| {
+        let p = &hr.percentiles;
+        format!(
+            "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            p.count,
+            fmt_us(p.p50),
+            fmt_us(p.p99)
+        )
+    };
+    if !a.shadow.is_empty() {
+        let _ = write!(
+            h,
+            "<h2>Device Shadow</h2>\n<p class=\"sub\">service: {}</p>\n<table><tr><th>group</th><th>shadow</th><th>updates accepted / sent</th><th>rejected</th><th>unexpected</th><th>deltas (applied)</th><th>unanswered</th><th>version regressions</th></tr>",
+            esc(&a.shadow_service)
+        );
+        for g in &a.shadow {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{} ({})</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                esc(&g.group), esc(&g.shadow), g.accepted.update, g.requests.update,
+                esc(&codes(&g.rejected)), g.unexpected_rejects, g.deltas, g.delta_reports,
+                g.unanswered, g.version_regressions
+            );
+        }
+        h.push_str("</table>\n<table><tr><th>group</th><th>latency</th><th>samples</th><th>p50</th><th>p99</th></tr>");
+        for g in &a.shadow {
+            for (name, hr) in [
+                ("update -> accepted", &g.update_latency_us),
+                ("desired -> delta", &g.delta_latency_us),
+                ("delta round trip", &g.delta_round_trip_us),
+            ] {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td>{}</tr>",
+                    esc(&g.group),
+                    name,
+                    lat(hr)
+                );
+            }
+        }
+        h.push_str("</table>\n");
+    }
+    if !a.provisioning.is_empty() {
+        let _ = write!(
+            h,
+            "<h2>Fleet provisioning</h2>\n<p class=\"sub\">service: {}</p>\n<table><tr><th>group</th><th>template</th><th>mode</th><th>provisioned / started</th><th>per second</th><th>rejected</th><th>timeouts</th><th>own-certificate connects failed</th><th>claim sessions lost</th></tr>",
+            esc(&a.provisioning_service)
+        );
+        for p in &a.provisioning {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{:.1}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                esc(&p.group), esc(&p.template), esc(&p.mode), p.provisioned, p.started,
+                p.provisioned_per_s, esc(&codes(&p.rejected)), p.timeouts, p.own_connect_failed,
+                p.session_lost
+            );
+        }
+        h.push_str("</table>\n<table><tr><th>group</th><th>latency</th><th>samples</th><th>p50</th><th>p99</th></tr>");
+        for p in &a.provisioning {
+            for (name, hr) in [
+                ("create -> accepted", &p.create_latency_us),
+                ("register -> accepted", &p.register_latency_us),
+                ("claim connect -> own connect", &p.total_latency_us),
+            ] {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td>{}</tr>",
+                    esc(&p.group),
+                    name,
+                    lat(hr)
+                );
+            }
         }
         h.push_str("</table>\n");
     }
@@ -797,6 +886,29 @@ mod tests {
                 includes_embedded_broker: false,
             },
         }
+    }
+
+    #[test]
+    fn aws_flows_get_their_sections() {
+        let mut r = empty_report();
+        assert!(!render(&r).contains("Device Shadow"));
+        r.aws = Some(crate::aws::tests::sample());
+        let html = render(&r);
+        assert!(html.contains("<h2>Device Shadow</h2>"), "shadow section");
+        assert!(
+            html.contains("<td>therm&lt;o&gt;</td><td>classic</td>"),
+            "escaped group row"
+        );
+        assert!(html.contains("<td>409: 2</td>"), "rejections by code");
+        assert!(
+            html.contains("<h2>Fleet provisioning</h2>"),
+            "provisioning section"
+        );
+        assert!(
+            html.contains("<td class=\"n\">2 / 3</td>"),
+            "provisioned / started"
+        );
+        assert!(html.contains("<td>InvalidParameters: 1</td>"));
     }
 
     #[test]

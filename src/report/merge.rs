@@ -329,6 +329,23 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
         .collect();
     report.faults.sort_by(|a, b| a.t.total_cmp(&b.t));
     report.expectations = shards.iter().find_map(|s| s.report.expectations.clone());
+    if let Some(aws) = report.aws.as_mut() {
+        // Fleet provisioning figures of every shard (the shadow section stays the first's).
+        for group in aws.provisioning.iter_mut() {
+            let parts: Vec<&crate::aws::provision_stats::ProvisionGroupReport> = shards
+                .iter()
+                .filter_map(|s| s.report.aws.as_ref())
+                .flat_map(|a| a.provisioning.iter().filter(|p| p.group == group.group))
+                .collect();
+            *group = crate::aws::provision_stats::merge_group(&parts).map_err(|why| {
+                MergeError::Histogram {
+                    path: shards[0].dir.clone(),
+                    what: format!("aws.provisioning {}", group.group),
+                    why,
+                }
+            })?;
+        }
+    }
 
     // Client usage: every process's CPU, and the sum of their peaks.
     let c = &mut report.client;

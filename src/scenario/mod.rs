@@ -58,6 +58,7 @@ mod expect;
 pub mod faults;
 pub mod lifecycle;
 pub mod protocol;
+pub mod provision;
 mod raw;
 pub mod reconnect;
 pub mod shadow;
@@ -229,6 +230,8 @@ pub struct GroupPlan {
     pub lifecycle: lifecycle::LifecyclePlan,
     /// AWS IoT Device Shadow flows instead of publish/subscribe traffic (`shadow = {...}`).
     pub shadow: Option<shadow::ShadowPlan>,
+    /// AWS IoT fleet provisioning by claim instead of traffic (`provision = {...}`).
+    pub provision: Option<provision::ProvisionPlan>,
     /// Transport, offline window, shared subscription, MQTT 5 options (see [`protocol`]).
     pub options: protocol::GroupOptions,
 }
@@ -398,6 +401,9 @@ fn validate(
     let (from_policy, policy) =
         expect::from_policy(src, raw.policy.as_ref(), &groups, expect.len())?;
     expect.extend(from_policy);
+    let expect_at = raw.expect.as_ref().map(|e| e.span().start);
+    let policy_at = raw.policy.as_ref().map(|p| p.span().start);
+    provision::check_expectations(src, expect_at.or(policy_at), &groups, &expect)?;
     let events = lifecycle::events(src, raw.event.as_ref(), &groups)?;
     Ok(Plan {
         name,
@@ -803,6 +809,7 @@ fn group(
             g.will.as_ref(),
         )?,
         shadow: shadow::shadow(src, &key("shadow"), g)?,
+        provision: provision::provision(src, &key("provision"), g)?,
         options: protocol::GroupOptions::default(),
     })
 }

@@ -99,8 +99,8 @@ pub(super) struct RawGroup {
     pub will: Option<Spanned<super::lifecycle::RawWill>>,
     /// AWS IoT Device Shadow flows: checked in `shadow.rs`.
     pub shadow: Option<Spanned<super::shadow::RawShadow>>,
-    /// AWS IoT fleet provisioning by claim: not built yet.
-    pub provision: Option<Spanned<IgnoredAny>>,
+    /// AWS IoT fleet provisioning by claim: checked in `provision.rs`.
+    pub provision: Option<Spanned<super::provision::RawProvision>>,
     /// `{ at, for }`: checked in `protocol.rs`.
     pub offline: Option<Spanned<super::protocol::RawOffline>>,
     /// MQTT 5 options: checked in `protocol.rs`.

@@ -70,14 +70,6 @@ pub(super) fn shadow(
     key: &str,
     g: &RawGroup,
 ) -> Result<Option<ShadowPlan>, ScenarioError> {
-    let key_group = key.strip_suffix(".shadow").unwrap_or(key);
-    super::not_built(
-        src,
-        &format!("{key_group}."),
-        "provision",
-        &g.provision,
-        "AWS IoT fleet provisioning by claim: the emulated service cannot yet answer only the requesting device on the shared $aws/certificates/create/json/accepted topic",
-        ) ?;
     let Some(s) = &g.shadow else { return Ok(None) };
     let at = src;
     if let Some(p) = &g.publish {
