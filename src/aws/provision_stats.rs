@@ -235,16 +235,7 @@ pub fn merge_group(parts: &[&ProvisionGroupReport]) -> Result<ProvisionGroupRepo
     };
     let mut m = (*first).clone();
     let hist = |pick: fn(&ProvisionGroupReport) -> &HistogramReport| {
-        let mut h = crate::stats::histogram::latency();
-        for p in parts {
-            let encoded = &pick(p).hdr;
-            if encoded.is_empty() {
-                continue;
-            }
-            let part = crate::report::merge::decode(encoded)?;
-            h.add(&part).map_err(|e| format!("{e:?}"))?;
-        }
-        Ok::<_, String>(HistogramReport::of(&h))
+        crate::report::merge::sum_histograms(parts.iter().map(|p| pick(p)))
     };
     m.create_latency_us = hist(|p| &p.create_latency_us)?;
     m.register_latency_us = hist(|p| &p.register_latency_us)?;

@@ -227,6 +227,48 @@ pub struct OpCounts {
     pub delete: u64,
 }
 
+/// Puts the same shadow group's figures from several shards of one run together: counts and
+/// rejections add, histograms merge from their HDR encoding.
+pub fn merge_group(parts: &[&ShadowGroupReport]) -> Result<ShadowGroupReport, String> {
+    let Some(first) = parts.first() else {
+        return Err("no shard figures to merge".into());
+    };
+    let mut m = (*first).clone();
+    let hist = |pick: fn(&ShadowGroupReport) -> &HistogramReport| {
+        crate::report::merge::sum_histograms(parts.iter().map(|p| pick(p)))
+    };
+    m.update_latency_us = hist(|p| &p.update_latency_us)?;
+    m.get_latency_us = hist(|p| &p.get_latency_us)?;
+    m.delete_latency_us = hist(|p| &p.delete_latency_us)?;
+    m.delta_latency_us = hist(|p| &p.delta_latency_us)?;
+    m.delta_round_trip_us = hist(|p| &p.delta_round_trip_us)?;
+    let sum = |f: fn(&ShadowGroupReport) -> u64| parts.iter().map(|p| f(p)).sum::<u64>();
+    m.requests = OpCounts {
+        update: sum(|p| p.requests.update),
+        get: sum(|p| p.requests.get),
+        delete: sum(|p| p.requests.delete),
+    };
+    m.accepted = OpCounts {
+        update: sum(|p| p.accepted.update),
+        get: sum(|p| p.accepted.get),
+        delete: sum(|p| p.accepted.delete),
+    };
+    m.unexpected_rejects = sum(|p| p.unexpected_rejects);
+    m.not_found_at_start = sum(|p| p.not_found_at_start);
+    m.deltas = sum(|p| p.deltas);
+    m.delta_reports = sum(|p| p.delta_reports);
+    m.version_regressions = sum(|p| p.version_regressions);
+    m.unanswered = sum(|p| p.unanswered);
+    m.coalesced = sum(|p| p.coalesced);
+    m.rejected = BTreeMap::new();
+    for p in parts {
+        for (code, n) in &p.rejected {
+            *m.rejected.entry(code.clone()).or_default() += n;
+        }
+    }
+    Ok(m)
+}
+
 /// One shadow group's figures in the report.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShadowGroupReport {
@@ -264,4 +306,60 @@ pub struct ShadowGroupReport {
     pub delta_latency_us: HistogramReport,
     /// `desired` write -> `update/accepted` of the report applying the delta.
     pub delta_round_trip_us: HistogramReport,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(n: u64) -> ShadowGroupReport {
+        let mut h = crate::stats::histogram::latency();
+        for v in 1..=n {
+            h.record(v * 100).unwrap();
+        }
+        let empty = HistogramReport::of(&crate::stats::histogram::latency());
+        ShadowGroupReport {
+            group: "g".into(),
+            shadow: "classic".into(),
+            requests: OpCounts {
+                update: n,
+                get: 1,
+                delete: 0,
+            },
+            accepted: OpCounts {
+                update: n - 1,
+                get: 1,
+                delete: 0,
+            },
+            rejected: BTreeMap::from([("409".to_string(), 1), (format!("{n}"), n)]),
+            unexpected_rejects: 1,
+            not_found_at_start: 1,
+            deltas: n,
+            delta_reports: n,
+            version_regressions: 0,
+            unanswered: 0,
+            coalesced: n,
+            update_latency_us: HistogramReport::of(&h),
+            get_latency_us: empty.clone(),
+            delete_latency_us: empty.clone(),
+            delta_latency_us: empty.clone(),
+            delta_round_trip_us: empty,
+        }
+    }
+
+    #[test]
+    fn shard_figures_add_up() {
+        let (a, b) = (part(10), part(30));
+        let m = merge_group(&[&a, &b]).unwrap();
+        assert_eq!(m.requests.update, 40);
+        assert_eq!(m.accepted.update, 38);
+        assert_eq!(m.requests.get, 2);
+        assert_eq!(m.coalesced, 40);
+        assert_eq!(m.unexpected_rejects, 2);
+        assert_eq!(m.rejected["409"], 2);
+        assert_eq!((m.rejected["10"], m.rejected["30"]), (10, 30));
+        assert_eq!(m.update_latency_us.percentiles.count, 40);
+        assert!((2990..=3010).contains(&m.update_latency_us.percentiles.max));
+        assert_eq!(m.get_latency_us.percentiles.count, 0);
+    }
 }

@@ -127,7 +127,7 @@ async fn answer(
     };
     let granted = subscriptions
         .iter()
-        .filter(|s| filter_matches(s.topic.as_ref(), &answer.topic))
+        .filter(|s| crate::scenario::traffic::matches(s.topic.as_ref(), &answer.topic))
         .map(|s| s.opts.qos())
         .max();
     // AWS: a device that did not subscribe to the answer topic does not get the answer.
@@ -150,41 +150,4 @@ async fn answer(
     let publish = publish.create_time(rmqtt::utils::timestamp_millis());
     let from = From::from_system(Id::from(scx.node.id(), ClientId::from(SERVICE_ID)));
     let _ = entry.publish(from, publish).await;
-}
-
-/// MQTT topic filter matching (`+` one level, `#` the rest; `$` topics only by filters that
-/// name their first level).
-fn filter_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters_match_like_mqtt() {
-        let t = "$aws/certificates/create/json/accepted";
-        assert!(filter_matches(t, t));
-        assert!(filter_matches("$aws/certificates/create/json/+", t));
-        assert!(filter_matches("$aws/certificates/#", t));
-        assert!(!filter_matches("#", t));
-        assert!(!filter_matches("+/certificates/create/json/accepted", t));
-        assert!(!filter_matches("$aws/certificates/create/json/rejected", t));
-        assert!(!filter_matches("$aws/certificates/create/json", t));
-        assert!(filter_matches("a/#", "a"));
-    }
 }

@@ -135,6 +135,19 @@ pub fn decode(encoded: &str) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("{e:?}"))
 }
 
+/// The histogram of every part's samples (parts without samples are skipped).
+pub fn sum_histograms<'a>(
+    parts: impl IntoIterator<Item = &'a HistogramReport>,
+) -> Result<HistogramReport, String> {
+    let mut h = histogram::latency();
+    for part in parts {
+        if !part.hdr.is_empty() {
+            h.add(&decode(&part.hdr)?).map_err(|e| format!("{e:?}"))?;
+        }
+    }
+    Ok(HistogramReport::of(&h))
+}
+
 /// Adds decoded histograms into one.
 struct Adder<'a> {
     path: &'a Path,
@@ -330,7 +343,20 @@ pub fn merge(shards: &[ShardRun], allow_missing: bool) -> Result<Merged, MergeEr
     report.faults.sort_by(|a, b| a.t.total_cmp(&b.t));
     report.expectations = shards.iter().find_map(|s| s.report.expectations.clone());
     if let Some(aws) = report.aws.as_mut() {
-        // Fleet provisioning figures of every shard (the shadow section stays the first's).
+        // Shadow and fleet provisioning figures of every shard.
+        for group in aws.shadow.iter_mut() {
+            let parts: Vec<&crate::aws::stats::ShadowGroupReport> = shards
+                .iter()
+                .filter_map(|s| s.report.aws.as_ref())
+                .flat_map(|a| a.shadow.iter().filter(|p| p.group == group.group))
+                .collect();
+            *group =
+                crate::aws::stats::merge_group(&parts).map_err(|why| MergeError::Histogram {
+                    path: shards[0].dir.clone(),
+                    what: format!("aws.shadow {}", group.group),
+                    why,
+                })?;
+        }
         for group in aws.provisioning.iter_mut() {
             let parts: Vec<&crate::aws::provision_stats::ProvisionGroupReport> = shards
                 .iter()
