@@ -4,7 +4,8 @@
 //! (defaults: 2,000 devices, 1,000/s, 100 in flight, 3.1.1). Reports connects/s, thingswarm's
 //! own CPU per connect (getrusage over the whole run, and over the ramp alone; identities
 //! excluded), resident
-//! memory per connected session, failures, and the connect latency percentiles. Yardsticks on
+//! memory per connected session, failures, the connect latency percentiles, and the crypto
+//! floor (the handshake's public-key operations timed alone on this CPU). Yardsticks on
 //! 2 cores: rumqttc naive 0.37-0.54 ms CPU per connect; mqtt-benchmark ~730 connects/s and
 //! ~80 KiB per connection. Goal: <= 0.3 ms CPU per connect, <= 40 KiB per session.
 
@@ -59,6 +60,7 @@ keepalive = "60s"
             .unwrap()
             .0,
     );
+    let floor = crypto_floor(&fleet.key(0));
     let broker = Mosquitto::start(&[fleet.root().clone()], "")
         .expect("mosquitto starts (apt-get install -y mosquitto)");
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
@@ -121,6 +123,60 @@ keepalive = "60s"
             "rss_hold_mib": rss_hold as f64 / 1048576.0,
             "connect_us": { "p50": p.p50, "p90": p.p90, "p99": p.p99, "p99_9": p.p99_9, "max": p.max },
             "wall_s": wall.as_secs_f64(),
+            "crypto_floor_ms": floor,
         })
     );
+}
+
+/// The client's public-key operations of one TLS 1.3 mTLS handshake with a P-256 identity,
+/// timed alone (CPU, 2,000 rounds, on this machine): X25519 key generation and agreement, the
+/// CertificateVerify signature, and one P-256 verification (the server's CertificateVerify;
+/// the server chain's own signature is validated once per run, see `tls::verify_cache`).
+/// Hashing, HKDF and record encryption are not included. This is the floor under
+/// `ramp_cpu_ms_per_connect` that no client code can go below on this CPU.
+fn crypto_floor(key: &rustls::pki_types::PrivateKeyDer<'_>) -> serde_json::Value {
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group, sign};
+    use rustls::SignatureScheme;
+    const ROUNDS: u32 = 2000;
+    let time = |f: &mut dyn FnMut()| {
+        let before = usage().cpu;
+        for _ in 0..ROUNDS {
+            f();
+        }
+        (usage().cpu - before).as_secs_f64() * 1e3 / f64::from(ROUNDS)
+    };
+    let peer = kx_group::X25519.start().unwrap().pub_key().to_vec();
+    let kx = time(&mut || {
+        let mine = kx_group::X25519.start().unwrap();
+        std::hint::black_box(mine.complete(&peer).unwrap());
+    });
+    let signing = sign::any_ecdsa_type(key).unwrap();
+    let signer = signing
+        .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
+        .unwrap();
+    let message = [7u8; 130];
+    let signature = signer.sign(&message).unwrap();
+    let sign_ms = time(&mut || {
+        std::hint::black_box(signer.sign(&message).unwrap());
+    });
+    let spki = signing.public_key().unwrap();
+    // The uncompressed point ends a P-256 SubjectPublicKeyInfo.
+    let point = &spki.as_ref()[spki.as_ref().len() - 65..];
+    let algs = default_provider().signature_verification_algorithms;
+    let (_, verifiers) = algs
+        .mapping
+        .iter()
+        .find(|(s, _)| *s == SignatureScheme::ECDSA_NISTP256_SHA256)
+        .unwrap();
+    let verify_ms = time(&mut || {
+        verifiers[0]
+            .verify_signature(point, &message, &signature)
+            .unwrap();
+    });
+    serde_json::json!({
+        "x25519_keygen_and_agree": kx,
+        "ecdsa_p256_sign": sign_ms,
+        "ecdsa_p256_verify": verify_ms,
+        "total": kx + sign_ms + verify_ms,
+    })
 }
