@@ -189,6 +189,11 @@ fn main() {
     let connected = report["devices"]["connects"].as_u64().unwrap_or(0);
     let failed = report["devices"]["failed"].as_u64().unwrap_or(u64::MAX);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let connect_us: serde_json::Map<String, serde_json::Value> =
+        ["p50", "p90", "p99", "p99_9", "max"]
+            .into_iter()
+            .map(|k| (k.to_string(), report["connect_latency_us"][k].clone()))
+            .collect();
     println!(
         "{}",
         serde_json::json!({
@@ -203,10 +208,7 @@ fn main() {
             "wall_s": wall_s,
             "ramp_s": report["phases"]["ramp_s"],
             "connects_per_s": connected as f64 / report["phases"]["ramp_s"].as_f64().unwrap_or(f64::NAN),
-            "connect_latency_us": ["p50", "p90", "p99", "p99_9", "max"]
-                .map(|k| (k, report["connect_latency_us"][k].clone()))
-                .into_iter()
-                .collect::<serde_json::Map<_, _>>(),
+            "connect_latency_us": connect_us,
             "client_cpu_ms_per_connect": report["client"]["cpu_ms_per_connect"],
             "client_tree_peak_mib": mib(client_peak),
             "client_children_max_rss_sum_mib": report["client"]["max_rss_bytes"].as_u64().map(mib),
