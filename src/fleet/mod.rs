@@ -191,6 +191,33 @@ struct GroupCtx {
     sources: Arc<[std::net::IpAddr]>,
 }
 
+impl GroupCtx {
+    /// Device `index`'s session as `client_id` with `tls`, as the group's plan says.
+    fn session(
+        &self,
+        client_id: String,
+        index: usize,
+        tls: crate::tls::device::DeviceTls,
+        inflight: u16,
+    ) -> Session {
+        Session::with_options(
+            SessionOptions {
+                client_id,
+                host: &self.endpoint.host,
+                port: self.endpoint.port,
+                protocol: self.plan.protocol,
+                keepalive: self.plan.keepalive,
+                clean_session: self.plan.clean_session,
+                timeout: self.plan.connect.timeout,
+                tls,
+                source: source_address(&self.sources, self.offset + index),
+                inflight,
+            },
+            &self.plan.options,
+        )
+    }
+}
+
 /// How long after the window closes devices get to receive what is still in flight.
 const SETTLE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -561,24 +588,11 @@ async fn device(
             return;
         }
     };
-    let mut session = Session::with_options(
-        SessionOptions {
-            client_id: client_id.clone(),
-            host: &ctx.endpoint.host,
-            port: ctx.endpoint.port,
-            protocol: ctx.plan.protocol,
-            keepalive: ctx.plan.keepalive,
-            clean_session: ctx.plan.clean_session,
-            timeout: ctx.plan.connect.timeout,
-            tls,
-            source: source_address(&ctx.sources, ctx.offset + index),
-            inflight: match &ctx.plan.publish {
-                Some(p) if p.qos > 0 => session::INFLIGHT,
-                _ => 1,
-            },
-        },
-        &ctx.plan.options,
-    );
+    let inflight = match &ctx.plan.publish {
+        Some(p) if p.qos > 0 => session::INFLIGHT,
+        _ => 1,
+    };
+    let mut session = ctx.session(client_id.clone(), index, tls, inflight);
     if let Some(will) = &ctx.plan.lifecycle.will {
         lifecycle::set_will(&mut session, will, &ctx.plan.name, &client_id, index as u64);
     }

@@ -24,7 +24,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::failure::Failure;
-use super::session::{Seen, Session, SessionOptions};
+use super::session::{Seen, Session};
 use super::GroupCtx;
 use crate::aws::provision_stats::ProvisionMetric;
 use crate::aws::provisioning::{
@@ -272,21 +272,7 @@ pub(super) async fn serve(
             return Ok(false);
         }
     };
-    *session = Session::with_options(
-        SessionOptions {
-            client_id: thing.clone(),
-            host: &ctx.endpoint.host,
-            port: ctx.endpoint.port,
-            protocol: ctx.plan.protocol,
-            keepalive: ctx.plan.keepalive,
-            clean_session: ctx.plan.clean_session,
-            timeout: ctx.plan.connect.timeout,
-            tls,
-            source: super::source_address(&ctx.sources, ctx.offset + index),
-            inflight: 1,
-        },
-        &ctx.plan.options,
-    );
+    *session = ctx.session(thing.clone(), index, tls, 1);
     let connecting = Instant::now();
     let mut attempt = 0;
     let outcome = loop {
