@@ -1009,3 +1009,57 @@ publish = { topic = "x/{client_id}", qos = 1, rate = "10/s" }
         assert!(errors.is_empty(), "{errors:?}");
     }
 }
+
+/// `--processes 2` with a shadow scenario on the embedded broker: the parent runs the
+/// emulated shadow service for every child, and the merged report holds both shards' figures.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn processes_answer_shadow_requests_for_every_child() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (code, stdout, err) = thingswarm(&[
+        os("run"),
+        os("scenarios/shadow.toml"),
+        os("--processes"),
+        os("2"),
+        os("--no-tui"),
+        os("--out"),
+        out.as_os_str(),
+        os("--certs-dir"),
+        tmp.path().join("certs").as_os_str(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let merged = read_json(&out.join("report.json"));
+    let aws = &merged["aws"];
+    assert_eq!(aws["shadow_service"], "emulated", "{aws}");
+    let g = &aws["shadow"][0];
+    let shards: Vec<Value> = (0..2)
+        .map(|i| read_json(&out.join(format!("shard-{i}/report.json"))))
+        .collect();
+    let updates: Vec<u64> = shards
+        .iter()
+        .map(|s| {
+            s["aws"]["shadow"][0]["accepted"]["update"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        updates.iter().all(|&n| n > 0),
+        "each shard was answered: {updates:?}"
+    );
+    assert_eq!(
+        g["accepted"]["update"].as_u64().unwrap(),
+        updates.iter().sum::<u64>()
+    );
+    assert_eq!(g["unexpected_rejects"], 0, "{g}");
+    assert_eq!(
+        g["update_latency_us"]["count"].as_u64().unwrap(),
+        shards
+            .iter()
+            .map(|s| s["aws"]["shadow"][0]["update_latency_us"]["count"]
+                .as_u64()
+                .unwrap())
+            .sum::<u64>()
+    );
+}

@@ -97,7 +97,8 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
         }
     }
     let provisioning = super::run::provisioner(&plan, &args.dir.certs_dir)?;
-    let (_endpoint, broker, target) = connect_target(&plan, &fleets, provisioning)?;
+    let emulates_provisioning = provisioning.is_some();
+    let (endpoint, broker, target) = connect_target(&plan, &fleets, provisioning)?;
     drop(fleets);
     // Each child's target flags: the broker started here, or the user's (several `--target`
     // values spread the shards round-robin).
@@ -127,6 +128,9 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    // The children see the embedded broker as an external target: shadow requests are
+    // answered here, once for all of them.
+    let aws_service = super::run::shadow_service(&plan, &args.dir.certs_dir, &runtime, &endpoint)?;
     let stop = CancellationToken::new();
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     let group_names: Arc<[String]> = plan.groups.iter().map(|g| g.name.clone()).collect();
@@ -251,6 +255,10 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
         };
         (ends, pushed)
     });
+    let shadow_emulated = aws_service.is_some();
+    if let Some(service) = aws_service {
+        runtime.block_on(service.stop());
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(broker);
     let wall = wall.elapsed();
@@ -295,6 +303,15 @@ pub fn run(args: RunArgs, n: u32) -> anyhow::Result<Outcome> {
     let usage = rusage::usage();
     let r = &mut merged.report;
     r.target = target;
+    if let Some(aws) = r.aws.as_mut() {
+        // The children could not tell: they reached the broker (and its services) as a target.
+        if shadow_emulated {
+            aws.shadow_service = "emulated".into();
+        }
+        if emulates_provisioning {
+            aws.provisioning_service = "emulated".into();
+        }
+    }
     // Every child applied the same control changes: one log of them.
     r.events = shards[0].report.events.clone();
     // The children found the cache complete: what was signed, was signed here.

@@ -57,6 +57,28 @@ async fn fault_proxy(plan: &Plan, target: &Endpoint) -> anyhow::Result<crate::pr
     Ok(proxy)
 }
 
+/// The emulated shadow service, for a scenario with shadow groups against the embedded
+/// broker (which `endpoint` reaches); `None` otherwise.
+pub(super) fn shadow_service(
+    plan: &Plan,
+    certs_dir: &std::path::Path,
+    runtime: &tokio::runtime::Runtime,
+    endpoint: &Endpoint,
+) -> anyhow::Result<Option<crate::aws::service::AwsService>> {
+    if !crate::aws::has_shadow(plan) || !matches!(plan.target, Target::Embedded) {
+        return Ok(None);
+    }
+    let identity = crate::aws::service_identity(certs_dir, &plan.fleet_spec(&plan.groups[0]))?;
+    let service = runtime
+        .block_on(crate::aws::start_service(endpoint, &identity))
+        .map_err(|e| TargetError(e.to_string()))?;
+    eprintln!(
+        "aws         shadow service emulated in-process (client ID {})",
+        crate::aws::service::SERVICE_CLIENT_ID
+    );
+    Ok(Some(service))
+}
+
 /// `--pushgateway`, parsed.
 pub(super) fn pushgateway(
     args: &RunArgs,
@@ -188,20 +210,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let expect_probes = crate::expect::probes(&plan, &fleets, &endpoint)?;
     // Shadow groups against the embedded broker: the emulated AWS shadow service answers
     // (connected directly, never through a fault proxy).
-    let aws_service = if crate::aws::has_shadow(&plan) && matches!(plan.target, Target::Embedded) {
-        let identity =
-            crate::aws::service_identity(&args.dir.certs_dir, &plan.fleet_spec(&plan.groups[0]))?;
-        let service = runtime
-            .block_on(crate::aws::start_service(&endpoint, &identity))
-            .map_err(|e| TargetError(e.to_string()))?;
-        eprintln!(
-            "aws         shadow service emulated in-process (client ID {})",
-            crate::aws::service::SERVICE_CLIENT_ID
-        );
-        Some(service)
-    } else {
-        None
-    };
+    let aws_service = shadow_service(&plan, &args.dir.certs_dir, &runtime, &endpoint)?;
     // A fault timeline: the devices reach the target through the fault-injecting proxy.
     let proxy = if plan.faults.is_empty() {
         None
