@@ -392,3 +392,23 @@ fn merge_of_a_missing_shard_directory_exits_2_naming_it() {
     assert_eq!(code, 2);
     assert!(err.contains("x-missing"), "{err}");
 }
+
+/// A shard keeps only its devices' identities; the others' bytes are freed, indices unchanged.
+#[test]
+fn a_fleet_keeps_only_the_identities_a_shard_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = FleetSpec::new("shard-{index:02}").unwrap();
+    let (whole, _) = cache::ensure(tmp.path(), &spec, 9, false).unwrap();
+    let (mut part, _) = cache::ensure(tmp.path(), &spec, 9, false).unwrap();
+    part.retain(|k| k % 3 == 1);
+    assert_eq!(part.len(), 9);
+    for i in 0..9 {
+        if i % 3 == 1 {
+            assert_eq!(part.cert(i), whole.cert(i));
+            assert_eq!(part.key(i).secret_der(), whole.key(i).secret_der());
+            assert_eq!(part.client_id(i), whole.client_id(i));
+        } else {
+            assert!(part.cert(i).is_empty() && part.key(i).secret_der().is_empty());
+        }
+    }
+}

@@ -103,8 +103,16 @@ pub fn identities(
                     crate::identity::cache::ensure(certs_dir, &claim_spec(plan, g)?, 1, false)?;
                 return Ok((Arc::new(fleet), made));
             }
-            let (fleet, made) =
+            let (mut fleet, made) =
                 crate::identity::cache::ensure(certs_dir, &plan.fleet_spec(g), g.devices, false)?;
+            // A shard holds its own slice (device 0 too: the TLS probe uses it). Shard 0
+            // keeps everything when it runs `[[expect]]` probes, which pick their devices.
+            let probes_pick_devices = plan.shard.index == 0 && !plan.expect.is_empty();
+            if plan.shard.count > 1 && !probes_pick_devices {
+                let n = plan.shard.count as usize;
+                let i = plan.shard.index as usize;
+                fleet.retain(|k| k == 0 || k % n == i);
+            }
             Ok((Arc::new(fleet), made))
         })
         .collect()

@@ -314,6 +314,36 @@ impl Fleet {
             .map_or(MAGIC.len() as u64, |r| u64::from(r.key.0 + r.key.1))
     }
 
+    /// Keeps the certificate and key bytes of the devices `keep` selects and frees the rest
+    /// (their certificate and key become empty): a process running one shard of a large
+    /// fleet then holds its own devices' identities, not the whole bundle. Indices do not
+    /// change. Only for a fleet that is complete: it is not grown afterwards.
+    pub fn retain(&mut self, keep: impl Fn(usize) -> bool) {
+        let kept: usize = (0..self.records.len())
+            .filter(|&i| keep(i))
+            .map(|i| (self.records[i].cert.1 + self.records[i].key.1) as usize)
+            .sum();
+        let mut data = Vec::with_capacity(kept);
+        for (i, r) in self.records.iter_mut().enumerate() {
+            let mut copy = |(start, len): (u32, u32)| -> (u32, u32) {
+                let at = data.len() as u32;
+                data.extend_from_slice(&self.data[start as usize..(start + len) as usize]);
+                (at, len)
+            };
+            *r = match keep(i) {
+                true => Record {
+                    cert: copy(r.cert),
+                    key: copy(r.key),
+                },
+                false => Record {
+                    cert: (0, 0),
+                    key: (0, 0),
+                },
+            };
+        }
+        self.data = data;
+    }
+
     /// Number of identities loaded.
     pub fn len(&self) -> usize {
         self.records.len()
