@@ -17,14 +17,8 @@ use thingswarm::scenario::{Overrides, Plan};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-fn schema_errors(report: &Value) -> Vec<String> {
-    let schema: Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    validator
-        .iter_errors(report)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
-}
+mod common;
+use common::schema_errors;
 
 fn run_binary(scenario: &str) -> (String, Value) {
     let tmp = tempfile::tempdir().unwrap();
@@ -309,60 +303,16 @@ fn the_shadow_service_works_against_mosquitto() -> Result<(), Box<dyn std::error
 #[cfg(feature = "embedded-broker")]
 #[test]
 fn a_standalone_broker_with_aws_answers_a_targeted_shadow_run() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command as Std, Stdio};
-
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
-    let mut child = Std::new(env!("CARGO_BIN_EXE_thingswarm"))
-        .args(["broker", "--port", "0", "--aws", "--certs-dir"])
-        .arg(&certs)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    // Kill the broker even if an assertion fails.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let _guard = Reap(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    while !lines
-        .last()
-        .is_some_and(|l: &String| l.starts_with("AWS IoT Device Shadow service emulated"))
-    {
-        lines.push(
-            rx.recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("broker output so far: {lines:?}")),
-        );
-    }
-    let addr = lines[0].strip_prefix("listening on ").unwrap().to_string();
-    let server_ca = lines[1].strip_prefix("server CA: ").unwrap().to_string();
+    let broker = common::AwsBroker::start(&certs, "AWS IoT Device Shadow service emulated");
+    let (addr, server_ca) = (&broker.addr, &broker.server_ca);
 
     let out = tmp.path().join("out");
     Command::cargo_bin("thingswarm")
         .unwrap()
-        .args([
-            "run",
-            "scenarios/shadow.toml",
-            "--no-tui",
-            "--target",
-            &addr,
-        ])
-        .args(["--server-ca", &server_ca, "--certs-dir"])
+        .args(["run", "scenarios/shadow.toml", "--no-tui", "--target", addr])
+        .args(["--server-ca", server_ca, "--certs-dir"])
         .arg(&certs)
         .arg("--out")
         .arg(&out)

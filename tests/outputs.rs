@@ -14,14 +14,8 @@ use thingswarm::stats::Percentiles;
 
 const FIXTURE: &str = "tests/fixtures/reports/base.json";
 
-fn schema_errors(report: &Value) -> Vec<String> {
-    let schema: Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    validator
-        .iter_errors(report)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
-}
+mod common;
+use common::schema_errors;
 
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()

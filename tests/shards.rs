@@ -24,6 +24,8 @@ use thingswarm::stats::histogram::{self, Percentiles};
 use thingswarm::stats::intervals::Intervals;
 use thingswarm::stats::{IntervalPercentiles, TimelinePoint, METRICS};
 
+mod common;
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
@@ -468,10 +470,8 @@ publish = { topic = "dt/{client_id}/t", qos = 1, rate = "5/s" }
         "report.html says so"
     );
 
-    let schema: Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
     for r in children.iter().chain([&merged]) {
-        let errors: Vec<String> = validator.iter_errors(r).map(|e| e.to_string()).collect();
+        let errors = common::schema_errors(r);
         assert!(errors.is_empty(), "{errors:?}");
     }
 
@@ -1002,10 +1002,8 @@ publish = { topic = "x/{client_id}", qos = 1, rate = "10/s" }
         "merged {lost} vs shard 0 alone {alone}"
     );
 
-    let schema: Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
     for r in shards.iter().chain([&merged]) {
-        let errors: Vec<String> = validator.iter_errors(r).map(|e| e.to_string()).collect();
+        let errors = common::schema_errors(r);
         assert!(errors.is_empty(), "{errors:?}");
     }
 }

@@ -1,0 +1,75 @@
+//! Set-up shared by the integration tests (each test file that needs it says `mod common;`).
+
+// Each test file is its own crate and uses only some of these.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Where `report` breaks report.schema.json (empty: valid).
+pub fn schema_errors(report: &Value) -> Vec<String> {
+    let schema: Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    validator
+        .iter_errors(report)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+/// A `thingswarm broker --aws` process, killed when dropped (even if an assertion fails).
+pub struct AwsBroker {
+    child: Child,
+    /// `host:port` it listens on.
+    pub addr: String,
+    /// Path of the CA (PEM) that verifies it.
+    pub server_ca: String,
+}
+
+impl AwsBroker {
+    /// Starts it with identities under `certs` and waits (at most 30 s per line) until it
+    /// prints a line starting with `ready`.
+    pub fn start(certs: &Path, ready: &str) -> AwsBroker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_thingswarm"))
+            .args(["broker", "--port", "0", "--aws", "--certs-dir"])
+            .arg(certs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut broker = AwsBroker {
+            child,
+            addr: String::new(),
+            server_ca: String::new(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        while !lines.last().is_some_and(|l: &String| l.starts_with(ready)) {
+            lines.push(
+                rx.recv_timeout(Duration::from_secs(30))
+                    .unwrap_or_else(|_| panic!("broker output so far: {lines:?}")),
+            );
+        }
+        broker.addr = lines[0].strip_prefix("listening on ").unwrap().to_string();
+        broker.server_ca = lines[1].strip_prefix("server CA: ").unwrap().to_string();
+        broker
+    }
+}
+
+impl Drop for AwsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
