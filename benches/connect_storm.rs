@@ -1,13 +1,14 @@
 //! Connect storm against a local mosquitto (mTLS, loopback), printed as JSON.
 //!
-//! `cargo bench --bench connect_storm -- [--devices N] [--rate R] [--in-flight K] [--protocol 3.1.1|5]`
-//! (defaults: 2,000 devices, 1,000/s, 100 in flight, 3.1.1). Reports connects/s, thingswarm's
-//! own CPU per connect (getrusage over the whole run, and over the ramp alone; identities
-//! excluded), resident
-//! memory per connected session, failures, the connect latency percentiles, and the crypto
-//! floor (the handshake's public-key operations timed alone on this CPU). Yardsticks on
-//! 2 cores: rumqttc naive 0.37-0.54 ms CPU per connect; mqtt-benchmark ~730 connects/s and
-//! ~80 KiB per connection. Goal: <= 0.3 ms CPU per connect, <= 40 KiB per session.
+//! `cargo bench --bench connect_storm -- [--devices N] [--rate R] [--in-flight K]
+//! [--protocol 3.1.1|5] [--hold SECONDS]` (defaults: 2,000 devices, 1,000/s, 100 in flight,
+//! 3.1.1, 2 s). Reports connects/s, thingswarm's own CPU per connect (getrusage over the whole
+//! run, and over the ramp alone; identities excluded), resident memory per connected session,
+//! failures, the connect latency percentiles, and the crypto floor (the handshake's public-key
+//! operations timed alone on this CPU). Yardsticks on 2 cores: rumqttc naive 0.37-0.54 ms CPU
+//! per connect; mqtt-benchmark ~730 connects/s and ~80 KiB per connection. Goals (issue 10):
+//! <= 0.25 ms CPU per connect, <= 24 KiB per idle session. `handshake` measures the TLS part of
+//! a connect alone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 fn main() {
-    let (mut devices, mut rate, mut in_flight, mut protocol) =
-        (2000u64, 1000u64, 100u64, "3.1.1".to_string());
+    let (mut devices, mut rate, mut in_flight, mut protocol, mut hold) =
+        (2000u64, 1000u64, 100u64, "3.1.1".to_string(), 2u64);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().expect("flag value");
@@ -34,6 +35,7 @@ fn main() {
             "--rate" => rate = value().parse().unwrap(),
             "--in-flight" => in_flight = value().parse().unwrap(),
             "--protocol" => protocol = value(),
+            "--hold" => hold = value().parse().unwrap(),
             _ => {}
         }
     }
@@ -41,7 +43,7 @@ fn main() {
     thingswarm::limits::raise_nofile();
     let scenario = format!(
         r#"name = "connect-storm-bench"
-duration = "2s"
+duration = "{hold}s"
 [target]
 protocol = "{protocol}"
 [[group]]
