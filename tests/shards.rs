@@ -282,6 +282,28 @@ fn os(s: &str) -> &std::ffi::OsStr {
     s.as_ref()
 }
 
+/// `thingswarm run SCENARIO --processes 2 --no-tui --out OUT --certs-dir CERTS EXTRA...`.
+fn run_two_processes(
+    scenario: &std::ffi::OsStr,
+    out: &Path,
+    certs: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> (i32, String, String) {
+    let mut args = vec![
+        os("run"),
+        scenario,
+        os("--processes"),
+        os("2"),
+        os("--no-tui"),
+        os("--out"),
+        out.as_os_str(),
+        os("--certs-dir"),
+        certs.as_os_str(),
+    ];
+    args.extend_from_slice(extra);
+    thingswarm(&args)
+}
+
 #[test]
 fn bad_shard_values_exit_2_naming_the_value_and_the_form() {
     for bad in ["2/2", "x", "1/0", "3"] {
@@ -402,19 +424,12 @@ publish = { topic = "dt/{client_id}/t", qos = 1, rate = "5/s" }
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let (code, stdout, err) = thingswarm(&[
-        os("run"),
+    let (code, stdout, err) = run_two_processes(
         scenario.as_os_str(),
-        os("--processes"),
-        os("2"),
-        os("--no-tui"),
-        os("--out"),
-        out.as_os_str(),
-        os("--certs-dir"),
-        tmp.path().join("certs").as_os_str(),
-        os("--slo"),
-        os("connect_p99<60s"),
-    ]);
+        &out,
+        &tmp.path().join("certs"),
+        &[os("--slo"), os("connect_p99<60s")],
+    );
     assert_eq!(code, 0, "{stdout}\n{err}");
     assert!(stdout.contains("merged     2 of 2 shards"), "{stdout}");
     assert!(err.contains("connected"), "aggregate progress lines: {err}");
@@ -724,21 +739,17 @@ fn a_failing_child_is_reported_with_its_exit_code_after_the_merge() {
         .port();
     let out = tmp.path().join("out");
     let target = format!("mqtts://127.0.0.1:{port}");
-    let (code, _, err) = thingswarm(&[
-        os("run"),
+    let (code, _, err) = run_two_processes(
         os("scenarios/quickstart.toml"),
-        os("--processes"),
-        os("2"),
-        os("--no-tui"),
-        os("--target"),
-        os(&target),
-        os("--server-ca"),
-        ca_pem.as_os_str(),
-        os("--certs-dir"),
-        certs.as_os_str(),
-        os("--out"),
-        out.as_os_str(),
-    ]);
+        &out,
+        &certs,
+        &[
+            os("--target"),
+            os(&target),
+            os("--server-ca"),
+            ca_pem.as_os_str(),
+        ],
+    );
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("shard 0/2 exited with code 3"), "{err}");
     assert!(
@@ -859,25 +870,21 @@ client_id = "sp-{index:02}"
         format!("mqtts://{}", b.addr()),
     );
     let out = tmp.path().join("out");
-    let (code, stdout, err) = thingswarm(&[
-        os("run"),
+    let (code, stdout, err) = run_two_processes(
         scenario.as_os_str(),
-        os("--processes"),
-        os("2"),
-        os("--no-tui"),
-        os("--out"),
-        out.as_os_str(),
-        os("--certs-dir"),
-        certs.as_os_str(),
-        os("--server-ca"),
-        server_ca.as_os_str(),
-        os("--target"),
-        os(&url_a),
-        os("--target"),
-        os(&url_b),
-        os("--source-address"),
-        os("127.0.0.3"),
-    ]);
+        &out,
+        &certs,
+        &[
+            os("--server-ca"),
+            server_ca.as_os_str(),
+            os("--target"),
+            os(&url_a),
+            os("--target"),
+            os(&url_b),
+            os("--source-address"),
+            os("127.0.0.3"),
+        ],
+    );
     assert_eq!(code, 0, "{stdout}\n{err}");
     let ids = |m: &Mosquitto| -> Vec<String> {
         let mut v: Vec<String> = connected_usernames(&m.log())
@@ -950,17 +957,8 @@ publish = { topic = "x/{client_id}", qos = 1, rate = "10/s" }
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let (code, stdout, err) = thingswarm(&[
-        os("run"),
-        scenario.as_os_str(),
-        os("--processes"),
-        os("2"),
-        os("--no-tui"),
-        os("--out"),
-        out.as_os_str(),
-        os("--certs-dir"),
-        tmp.path().join("certs").as_os_str(),
-    ]);
+    let (code, stdout, err) =
+        run_two_processes(scenario.as_os_str(), &out, &tmp.path().join("certs"), &[]);
     assert_eq!(code, 0, "{stdout}\n{err}");
     let merged = read_json(&out.join("report.json"));
     let shards: Vec<Value> = (0..2)
@@ -1015,17 +1013,12 @@ publish = { topic = "x/{client_id}", qos = 1, rate = "10/s" }
 fn processes_answer_shadow_requests_for_every_child() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let (code, stdout, err) = thingswarm(&[
-        os("run"),
+    let (code, stdout, err) = run_two_processes(
         os("scenarios/shadow.toml"),
-        os("--processes"),
-        os("2"),
-        os("--no-tui"),
-        os("--out"),
-        out.as_os_str(),
-        os("--certs-dir"),
-        tmp.path().join("certs").as_os_str(),
-    ]);
+        &out,
+        &tmp.path().join("certs"),
+        &[],
+    );
     assert_eq!(code, 0, "{stdout}\n{err}");
     let merged = read_json(&out.join("report.json"));
     let aws = &merged["aws"];
