@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 fn main() {
     let (mut devices, mut rate, mut in_flight, mut protocol, mut hold) =
         (2000u64, 1000u64, 100u64, "3.1.1".to_string(), 2u64);
+    let mut bare = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().expect("flag value");
@@ -36,6 +37,7 @@ fn main() {
             "--in-flight" => in_flight = value().parse().unwrap(),
             "--protocol" => protocol = value(),
             "--hold" => hold = value().parse().unwrap(),
+            "--bare" => bare = true,
             _ => {}
         }
     }
@@ -71,6 +73,24 @@ keepalive = "60s"
         .enable_all()
         .build()
         .unwrap();
+    if bare {
+        let (connected, ramp, ramp_cpu) =
+            rt.block_on(bare_clients(fleet, endpoint, rate, in_flight));
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "connect_storm",
+                "clients": "bare rumqttc",
+                "devices": devices,
+                "rate_per_s": rate,
+                "connected": connected,
+                "connects_per_s": connected as f64 / ramp.as_secs_f64(),
+                "ramp_cpu_ms_per_connect": ramp_cpu.as_secs_f64() * 1e3 / connected.max(1) as f64,
+                "crypto_floor_ms": floor,
+            })
+        );
+        return;
+    }
     let rss_before = current_rss_bytes();
     let cpu_before = usage().cpu;
     let started = Instant::now();
@@ -128,6 +148,67 @@ keepalive = "60s"
             "crypto_floor_ms": floor,
         })
     );
+}
+
+/// `--bare`: plain rumqttc clients, for comparison with `fleet::run`. The same identities, TLS
+/// configs (`device_tls`), broker, runtime and pacing (one connect per 1/rate, at most
+/// `in_flight` unanswered); nothing else: no statistics, lifecycle, control or timeouts. Returns
+/// the sessions connected, the ramp's wall time and the process CPU it took. 3.1.1 only.
+async fn bare_clients(
+    fleet: Arc<thingswarm::identity::Fleet>,
+    endpoint: Endpoint,
+    rate: u64,
+    in_flight: u64,
+) -> (u64, Duration, Duration) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet};
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight as usize));
+    let (done, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let endpoint = Arc::new(endpoint);
+    let mut every = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let (cpu_before, started) = (usage().cpu, Instant::now());
+    for i in 0..fleet.len() {
+        every.tick().await;
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let (fleet, endpoint, done, stop) =
+            (fleet.clone(), endpoint.clone(), done.clone(), stop.clone());
+        tokio::spawn(async move {
+            let id = fleet.client_id(i);
+            let tls = endpoint
+                .trust
+                .device_tls(&id, fleet.cert_chain(i), fleet.key(i).clone_key())
+                .unwrap();
+            let mut net = NetworkOptions::new();
+            net.set_tcp_nodelay(true);
+            let mut opts = MqttOptions::new(id, endpoint.host.clone(), endpoint.port);
+            opts.set_transport(tls.transport(&endpoint.host, &mut net))
+                .set_keep_alive(Duration::from_secs(60));
+            let (_client, mut events) = AsyncClient::new(opts, 10);
+            events.set_network_options(net);
+            let connected = loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => break true,
+                    Ok(_) => {}
+                    Err(_) => break false,
+                }
+            };
+            drop(permit);
+            let _ = done.send(connected);
+            if connected {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = async { while events.poll().await.is_ok() {} } => {}
+                }
+            }
+        });
+    }
+    let mut connected = 0;
+    for _ in 0..fleet.len() {
+        connected += u64::from(answers.recv().await.unwrap_or(false));
+    }
+    let (ramp, ramp_cpu) = (started.elapsed(), usage().cpu - cpu_before);
+    stop.cancel();
+    (connected, ramp, ramp_cpu)
 }
 
 /// The client's public-key operations of one TLS 1.3 mTLS handshake with a P-256 identity,
