@@ -14,32 +14,16 @@ use rcgen::{
     RevokedCertParams, SerialNumber,
 };
 use thingswarm::broker::mosquitto::Mosquitto;
-use thingswarm::fleet::{self, Endpoint, RunResult};
+use thingswarm::fleet::Endpoint;
 use thingswarm::identity::{cache, Fleet};
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::tls::{install_crypto_provider, ServerTrust};
 use time::{Duration, OffsetDateTime};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+
+mod common;
 
 fn plan(text: &str) -> Plan {
     Plan::from_str(text, Path::new("test.toml"), &Overrides::default()).unwrap()
-}
-
-fn run(plan: &Plan, fleets: Vec<Arc<Fleet>>, endpoint: Endpoint) -> RunResult {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = watch::channel(Default::default());
-    rt.block_on(fleet::run(
-        plan,
-        fleets,
-        endpoint,
-        CancellationToken::new(),
-        tx,
-        &Default::default(),
-    ))
 }
 
 fn mosquitto(
@@ -215,7 +199,7 @@ fn each_certificate_failure_is_its_own_class_and_good_devices_still_connect() {
         return;
     };
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    let result = run(&plan, vec![Arc::new(fleet)], endpoint);
+    let result = common::run_fleet(&plan, vec![Arc::new(fleet)], endpoint);
     let t = result.last.totals;
     let errors = &result.last.errors;
     let log = broker.log();
@@ -303,7 +287,7 @@ connect = { timeout = "5s" }
         port,
         trust: ServerTrust::roots(&[ca_cert.der().clone()]).unwrap(),
     };
-    let result = run(&plan, vec![Arc::new(fleet)], endpoint);
+    let result = common::run_fleet(&plan, vec![Arc::new(fleet)], endpoint);
     let t = result.last.totals;
     assert_eq!((t.connects, t.failed), (0, 3), "{:#?}", result.last.errors);
     let errors = &result.last.errors;
@@ -355,7 +339,7 @@ reconnect = "none"
     })
     .unwrap();
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    let result = run(&plan, fleets, endpoint);
+    let result = common::run_fleet(&plan, fleets, endpoint);
     let t = result.last.totals;
     let errors = &result.last.errors;
     assert_eq!((t.connects, t.dropped, t.closed), (2, 1, 1), "{errors:#?}");
@@ -461,7 +445,7 @@ reconnect = "none"   # this test's broker accepts one connection: the takeover i
     });
 
     let endpoint = Endpoint::verified(addr, &server.ca_der).unwrap();
-    let result = run(&plan, vec![Arc::new(fleet)], endpoint);
+    let result = common::run_fleet(&plan, vec![Arc::new(fleet)], endpoint);
     server_thread.join().unwrap();
     let t = result.last.totals;
     let errors = &result.last.errors;

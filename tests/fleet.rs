@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use thingswarm::broker::mosquitto::{connected_usernames, Mosquitto};
-use thingswarm::fleet::{self, Endpoint, RunResult};
+use thingswarm::fleet::Endpoint;
 use thingswarm::identity::{cache, Fleet};
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::tls::{install_crypto_provider, ServerTrust};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+
+mod common;
 
 fn plan(text: &str) -> Plan {
     Plan::from_str(text, Path::new("test.toml"), &Overrides::default()).unwrap()
@@ -29,22 +29,6 @@ fn fleets(plan: &Plan, certs_dirs: &[&Path]) -> Vec<Arc<Fleet>> {
             )
         })
         .collect()
-}
-
-fn run(plan: &Plan, fleets: Vec<Arc<Fleet>>, endpoint: Endpoint) -> RunResult {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = watch::channel(Default::default());
-    rt.block_on(fleet::run(
-        plan,
-        fleets,
-        endpoint,
-        CancellationToken::new(),
-        tx,
-        &Default::default(),
-    ))
 }
 
 fn mosquitto(roots: &[rustls_pki_types::CertificateDer<'static>]) -> Option<Mosquitto> {
@@ -83,7 +67,7 @@ fn a_thousand_distinct_identities_connect_to_mosquitto() {
         return;
     };
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    let result = run(&plan, fleets, endpoint);
+    let result = common::run_fleet(&plan, fleets, endpoint);
     let t = result.last.totals;
     assert_eq!(
         (t.connects, t.failed, t.closed),
@@ -125,7 +109,7 @@ client_id = \"impostor-{{index}}\"
     })
     .unwrap();
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    let result = run(&plan, fleets, endpoint);
+    let result = common::run_fleet(&plan, fleets, endpoint);
     let (good, bad) = (result.last.groups[0], result.last.groups[1]);
     assert_eq!(
         (good.connects, good.failed),
@@ -175,7 +159,7 @@ client_id = "impostor-{index}"
         return;
     };
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    let result = run(&plan, fleets, endpoint);
+    let result = common::run_fleet(&plan, fleets, endpoint);
     assert_eq!(
         result.last.groups[0].connects, 20,
         "{:?}",
@@ -221,7 +205,7 @@ connect = { timeout = "2s" }
         port,
         trust: ServerTrust::roots(&[ca.root().clone()]).unwrap(),
     };
-    let result = run(&plan, fleets, endpoint);
+    let result = common::run_fleet(&plan, fleets, endpoint);
     assert_eq!(
         (result.last.totals.connects, result.last.totals.failed),
         (0, 5)

@@ -6,17 +6,14 @@
 //! takes the fleet.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use thingswarm::broker::mosquitto::{Mosquitto, CAFILE, CERTFILE, KEYFILE};
-use thingswarm::fleet::control::Controller;
 use thingswarm::fleet::protocol::GroupProtocolReport;
-use thingswarm::fleet::{self, Endpoint, RunResult};
-use thingswarm::identity::Fleet;
+use thingswarm::fleet::{Endpoint, RunResult};
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::tls::install_crypto_provider;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+
+mod common;
 
 /// The tests measure message timing against one mosquitto each: one at a time on 2 cores.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -29,42 +26,17 @@ fn plan(scenario: &str, overrides: &Overrides) -> Plan {
     Plan::from_str(scenario, Path::new("protocol.toml"), overrides).unwrap()
 }
 
-fn identities(plan: &Plan, dir: &Path) -> Vec<Arc<Fleet>> {
-    fleet::identities(plan, dir)
-        .unwrap()
-        .into_iter()
-        .map(|(f, _)| f)
-        .collect()
-}
-
-fn run(plan: &Plan, fleets: Vec<Arc<Fleet>>, endpoint: Endpoint) -> RunResult {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = watch::channel(Default::default());
-    rt.block_on(fleet::run(
-        plan,
-        fleets,
-        endpoint,
-        CancellationToken::new(),
-        tx,
-        &Controller::default(),
-    ))
-}
-
 /// Runs `scenario` against a fresh mosquitto with `extra_config`; `None` when mosquitto is
 /// missing outside CI.
 fn run_against_mosquitto(scenario: &str, extra_config: &str) -> Option<(Plan, RunResult)> {
     install_crypto_provider();
     let plan = plan(scenario, &Overrides::default());
     let tmp = tempfile::tempdir().unwrap();
-    let fleets = identities(&plan, tmp.path());
+    let fleets = common::identities(&plan, tmp.path());
     let broker =
         Mosquitto::start_unless_missing(&[fleets[0].root().clone()], extra_config).unwrap()?;
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    let result = run(&plan, fleets, endpoint);
+    let result = common::run_fleet(&plan, fleets, endpoint);
     Some((plan, result))
 }
 
@@ -201,15 +173,15 @@ subscribe = [{ filter = "r/#", qos = 1 }]
     );
     let tmp = tempfile::tempdir().unwrap();
     let (pub_fleets, sub_fleets) = (
-        identities(&publisher, tmp.path()),
-        identities(&late, tmp.path()),
+        common::identities(&publisher, tmp.path()),
+        common::identities(&late, tmp.path()),
     );
     let roots = [pub_fleets[0].root().clone(), sub_fleets[0].root().clone()];
     let Some(broker) = Mosquitto::start_unless_missing(&roots, "").unwrap() else {
         return;
     };
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    let first = run(&publisher, pub_fleets, endpoint.clone());
+    let first = common::run_fleet(&publisher, pub_fleets, endpoint.clone());
     assert!(first.last.totals.acked >= 15, "{:?}", first.last.totals);
     assert_eq!(
         first.protocol[0].as_ref().map(|p| p.retained_received),
@@ -217,7 +189,7 @@ subscribe = [{ filter = "r/#", qos = 1 }]
         "the publishers subscribe to nothing"
     );
 
-    let second = run(&late, sub_fleets, endpoint);
+    let second = common::run_fleet(&late, sub_fleets, endpoint);
     let s = second.protocol[0]
         .as_ref()
         .expect("a group receiving retained messages is reported");
@@ -343,7 +315,7 @@ publish = { topic = "w/{client_id}", qos = 1, rate = "10/s", size = 64 }
         &Overrides::default(),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let fleets = identities(&bare, tmp.path());
+    let fleets = common::identities(&bare, tmp.path());
     let ws_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
@@ -369,7 +341,7 @@ publish = { topic = "w/{client_id}", qos = 1, rate = "10/s", size = 64 }
     );
     let ws_addr = format!("127.0.0.1:{ws_port}").parse().unwrap();
     let endpoint = Endpoint::verified(ws_addr, broker.server_ca_der()).unwrap();
-    let result = run(&wss, fleets, endpoint);
+    let result = common::run_fleet(&wss, fleets, endpoint);
     let t = result.last.totals;
     assert_eq!((t.connects, t.failed), (6, 0), "{:?}", result.last.errors);
     assert!(t.sent > 50, "about 5 x 10/s x 2 s: {}", t.sent);

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use thingswarm::broker::mosquitto::Mosquitto;
-use thingswarm::fleet::{self, Endpoint, RunResult};
+use thingswarm::fleet::{Endpoint, RunResult};
 use thingswarm::identity::{Algorithm, Fleet};
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::tls::install_crypto_provider;
 use thingswarm::tls::options::Backend;
-use thingswarm::tls::probe::{probe, Negotiated};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use thingswarm::tls::probe::probe;
+
+mod common;
 
 /// A plan of 3 devices publishing QoS 1 for `duration` with `target` lines under `[target]`.
 fn planned(target: &str, duration: &str) -> (Plan, Vec<Arc<Fleet>>, tempfile::TempDir) {
@@ -35,42 +35,8 @@ publish = {{ topic = "t/{{client_id}}", qos = 1, rate = "20/s", size = 32 }}
     );
     let plan = Plan::from_str(&text, Path::new("tls.toml"), &Overrides::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let fleets = fleet::identities(&plan, tmp.path())
-        .unwrap()
-        .into_iter()
-        .map(|(f, _)| f)
-        .collect();
+    let fleets = common::identities(&plan, tmp.path());
     (plan, fleets, tmp)
-}
-
-/// Probes once with the first identity (the backend the run picks), then runs the fleet.
-fn probe_and_run(
-    plan: &Plan,
-    fleets: Vec<Arc<Fleet>>,
-    broker: &Mosquitto,
-) -> (Result<Negotiated, String>, RunResult) {
-    let mut endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    endpoint.trust = endpoint.trust.with_options(&plan.tls);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let f = &fleets[0];
-    let tls = endpoint
-        .trust
-        .device_tls(&f.client_id(0), f.cert_chain(0), f.key(0).clone_key())
-        .unwrap();
-    let probed = rt.block_on(probe(&endpoint.host, endpoint.port, tls));
-    let (tx, _rx) = watch::channel(Default::default());
-    let result = rt.block_on(fleet::run(
-        plan,
-        fleets,
-        endpoint,
-        CancellationToken::new(),
-        tx,
-        &Default::default(),
-    ));
-    (probed, result)
 }
 
 fn assert_connected_and_published(result: &RunResult) {
@@ -119,7 +85,7 @@ fn seed_cbc_and_static_rsa_suites_negotiate_over_openssl() {
         else {
             return;
         };
-        let (probed, result) = probe_and_run(&plan, fleets, &broker);
+        let (probed, result) = common::probe_and_run(&plan, fleets, &broker);
         let n = probed.unwrap_or_else(|e| panic!("{suite}: {e}"));
         assert_eq!(
             (
@@ -152,7 +118,7 @@ fn an_openssl_suite_mismatch_is_a_classified_handshake_failure() {
     else {
         return;
     };
-    let (probed, result) = probe_and_run(&plan, fleets, &broker);
+    let (probed, result) = common::probe_and_run(&plan, fleets, &broker);
     let e = probed.unwrap_err();
     assert!(e.starts_with("tls: handshake failure: "), "{e}");
     assert!(e.contains("alert handshake failure"), "{e}");
@@ -268,7 +234,7 @@ fn a_fleet_connects_with_sni_through_the_stream_layer() {
         else {
             return;
         };
-        let (probed, result) = probe_and_run(&plan, fleets, &broker);
+        let (probed, result) = common::probe_and_run(&plan, fleets, &broker);
         assert_eq!(probed.unwrap().backend, backend);
         assert_connected_and_published(&result);
     }
@@ -320,11 +286,7 @@ publish = {{ topic = "t/{{client_id}}", qos = 1, rate = "20/s", size = 32 }}
             );
             let plan = Plan::from_str(&text, Path::new("x.toml"), &Overrides::default()).unwrap();
             let tmp = tempfile::tempdir().unwrap();
-            let fleets: Vec<Arc<Fleet>> = fleet::identities(&plan, tmp.path())
-                .unwrap()
-                .into_iter()
-                .map(|(f, _)| f)
-                .collect();
+            let fleets = common::identities(&plan, tmp.path());
             let f = &fleets[0];
             assert_eq!(
                 f.meta().signature,
@@ -345,7 +307,7 @@ publish = {{ topic = "t/{{client_id}}", qos = 1, rate = "20/s", size = 32 }}
             };
             let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
             assert_eq!(endpoint.trust.backend_for(&f.key(0)), Backend::Openssl);
-            let (probed, result) = probe_and_run(&plan, fleets, &broker);
+            let (probed, result) = common::probe_and_run(&plan, fleets, &broker);
             eprintln!("{algorithm} {versions}: {probed:?}");
             let t = result.last.totals;
             if algorithm.starts_with("dsa") && versions.contains("1.3") {

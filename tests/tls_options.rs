@@ -7,13 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use thingswarm::broker::mosquitto::Mosquitto;
-use thingswarm::fleet::{self, Endpoint, RunResult};
+use thingswarm::fleet::Endpoint;
 use thingswarm::identity::Fleet;
 use thingswarm::scenario::{Overrides, Plan};
 use thingswarm::tls::install_crypto_provider;
 use thingswarm::tls::probe::probe;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+
+mod common;
 
 fn planned(tls: &str) -> (Plan, Vec<Arc<Fleet>>, tempfile::TempDir) {
     install_crypto_provider();
@@ -31,49 +31,12 @@ client_id = "g-{{index}}"
     );
     let plan = Plan::from_str(&text, Path::new("tls.toml"), &Overrides::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let fleets = fleet::identities(&plan, tmp.path())
-        .unwrap()
-        .into_iter()
-        .map(|(f, _)| f)
-        .collect();
+    let fleets = common::identities(&plan, tmp.path());
     (plan, fleets, tmp)
 }
 
 fn mosquitto(fleet: &Fleet, config: &str) -> Option<Mosquitto> {
     Mosquitto::start_unless_missing(&[fleet.root().clone()], config).unwrap()
-}
-
-/// Probes once with the first identity, then runs the fleet; returns (probe, run).
-fn probe_and_run(
-    plan: &Plan,
-    fleets: Vec<Arc<Fleet>>,
-    broker: &Mosquitto,
-) -> (
-    Result<thingswarm::tls::probe::Negotiated, String>,
-    RunResult,
-) {
-    let mut endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    endpoint.trust = endpoint.trust.with_options(&plan.tls);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let f = &fleets[0];
-    let config = endpoint
-        .trust
-        .client_config(&f.client_id(0), f.cert_chain(0), f.key(0).clone_key())
-        .unwrap();
-    let probed = rt.block_on(probe(&endpoint.host, endpoint.port, config));
-    let (tx, _rx) = watch::channel(Default::default());
-    let result = rt.block_on(fleet::run(
-        plan,
-        fleets,
-        endpoint,
-        CancellationToken::new(),
-        tx,
-        &Default::default(),
-    ));
-    (probed, result)
 }
 
 #[test]
@@ -94,7 +57,7 @@ fn seed_ecdsa_gcm_suites_negotiate_at_tls12() {
         let Some(broker) = mosquitto(&fleets[0], &config) else {
             return;
         };
-        let (probed, result) = probe_and_run(&plan, fleets, &broker);
+        let (probed, result) = common::probe_and_run(&plan, fleets, &broker);
         let n = probed.unwrap();
         assert_eq!(
             (n.version.as_str(), n.cipher_suite.as_str()),
@@ -112,7 +75,7 @@ fn mismatches_are_classified_tls_errors_not_aborts() {
     let Some(broker) = mosquitto(&fleets[0], config) else {
         return;
     };
-    let (probed, result) = probe_and_run(&plan, fleets, &broker);
+    let (probed, result) = common::probe_and_run(&plan, fleets, &broker);
     assert!(probed.unwrap_err().contains("HandshakeFailure"));
     let t = result.last.totals;
     assert_eq!((t.connects, t.failed), (0, 3));
@@ -134,7 +97,7 @@ fn mismatches_are_classified_tls_errors_not_aborts() {
     let Some(broker) = mosquitto(&fleets[0], "tls_version tlsv1.3") else {
         return;
     };
-    let (probed, result) = probe_and_run(&plan, fleets, &broker);
+    let (probed, result) = common::probe_and_run(&plan, fleets, &broker);
     assert!(probed.is_err());
     assert_eq!(result.last.totals.failed, 3);
     let classes: Vec<&str> = result

@@ -6,9 +6,66 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use thingswarm::broker::mosquitto::Mosquitto;
+use thingswarm::fleet::{self, Endpoint, RunResult};
+use thingswarm::identity::Fleet;
+use thingswarm::scenario::Plan;
+use thingswarm::tls::probe::{probe, Negotiated};
+
+/// Every group's identities for `plan`, signed (or reused) under `dir`.
+pub fn identities(plan: &Plan, dir: &Path) -> Vec<Arc<Fleet>> {
+    fleet::identities(plan, dir)
+        .unwrap()
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect()
+}
+
+/// Runs `plan`'s fleet against `endpoint` to its end on a runtime of its own (two workers, as
+/// on the 2-core reference machine, whatever the CI machine has), with nobody watching the
+/// snapshots and no control lines.
+pub fn run_fleet(plan: &Plan, fleets: Vec<Arc<Fleet>>, endpoint: Endpoint) -> RunResult {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, _rx) = tokio::sync::watch::channel(Default::default());
+    rt.block_on(fleet::run(
+        plan,
+        fleets,
+        endpoint,
+        tokio_util::sync::CancellationToken::new(),
+        tx,
+        &Default::default(),
+    ))
+}
+
+/// Probes `broker` once with the first identity, with the TLS choices and backend the run
+/// will use, then runs the fleet against it: (what the probe negotiated, the run).
+pub fn probe_and_run(
+    plan: &Plan,
+    fleets: Vec<Arc<Fleet>>,
+    broker: &Mosquitto,
+) -> (Result<Negotiated, String>, RunResult) {
+    let mut endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
+    endpoint.trust = endpoint.trust.with_options(&plan.tls);
+    let f = &fleets[0];
+    let tls = endpoint
+        .trust
+        .device_tls(&f.client_id(0), f.cert_chain(0), f.key(0).clone_key())
+        .unwrap();
+    let probed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(probe(&endpoint.host, endpoint.port, tls));
+    (probed, run_fleet(plan, fleets, endpoint))
+}
 
 /// Where `report` breaks report.schema.json (empty: valid).
 pub fn schema_errors(report: &Value) -> Vec<String> {
