@@ -84,6 +84,7 @@ keepalive = "60s"
                 "devices": devices,
                 "rate_per_s": rate,
                 "connected": connected,
+                "failed": devices - connected,
                 "connects_per_s": connected as f64 / ramp.as_secs_f64(),
                 "ramp_cpu_ms_per_connect": ramp_cpu.as_secs_f64() * 1e3 / connected.max(1) as f64,
                 "crypto_floor_ms": floor,

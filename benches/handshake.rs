@@ -181,7 +181,9 @@ fn handshake(
 }
 
 /// A broker's side: a fresh throwaway chain of `key` type, client certificates required and
-/// verified against the fleet's root, suites in rustls's order (TLS_AES_256_GCM_SHA384 first).
+/// verified against the fleet's root. Each cell's client offers one suite, so the server's
+/// order does not matter. No session tickets: the loop ends with the handshake, and a device
+/// has resumption off anyway.
 fn server_config(key: Algorithm, fleet: &Fleet, dir: &Path) -> Arc<ServerConfig> {
     let id = server_identity_with(dir, key).unwrap();
     let chain: Vec<CertificateDer<'static>> =
