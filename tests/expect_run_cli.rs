@@ -10,6 +10,8 @@ use thingswarm::broker::mosquitto::Mosquitto;
 use thingswarm::fleet;
 use thingswarm::scenario::{Overrides, Plan};
 
+mod common;
+
 const SCENARIO: &str = r#"
 name = "policy-probes"
 duration = "1s"
@@ -159,12 +161,7 @@ fn check(protocol: &str) {
         "{junit}"
     );
     // The report, with its expectations section, fits the committed schema.
-    let schema: serde_json::Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&report)
-        .map(|e| e.to_string())
-        .collect();
+    let errors = common::schema_errors(&report);
     assert!(errors.is_empty(), "{errors:#?}");
     // Mismatches come first.
     let first = &report["expectations"]["results"][0];

@@ -5,18 +5,15 @@
 //! traffic stays on loopback; assertions are on recorded counts and times, not on speed.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use thingswarm::broker::mosquitto::Mosquitto;
 use thingswarm::fleet::lifecycle::LifecycleReport;
-use thingswarm::fleet::{self, Endpoint, RunResult};
-use thingswarm::identity::Fleet;
+use thingswarm::fleet::{Endpoint, RunResult};
 use thingswarm::scenario::{Overrides, Plan};
-use thingswarm::stats::Snapshot;
 use thingswarm::tls::install_crypto_provider;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+
+mod common;
 
 /// One run at a time: they share two cores with the rest of the suite.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -31,49 +28,18 @@ fn run(scenario: &str) -> Option<RunResult> {
     let plan =
         Plan::from_str(scenario, Path::new("lifecycle.toml"), &Overrides::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let fleets: Vec<Arc<Fleet>> = fleet::identities(&plan, tmp.path())
-        .unwrap()
-        .into_iter()
-        .map(|(f, _)| f)
-        .collect();
+    let fleets = common::identities(&plan, tmp.path());
     let broker = Mosquitto::start_unless_missing(&[fleets[0].root().clone()], "").unwrap()?;
     let endpoint = Endpoint::verified(broker.addr(), broker.server_ca_der()).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
-    let result = rt.block_on(async {
-        // Bounded: the scenarios below last under 10 s; a hang fails instead of blocking CI.
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            fleet::run(
-                &plan,
-                fleets,
-                endpoint,
-                CancellationToken::new(),
-                tx,
-                &Default::default(),
-            ),
-        )
-        .await
-        .expect("the run ends")
-    });
-    Some(result)
+    Some(common::run_fleet(&plan, fleets, endpoint))
 }
 
 /// The report part, checked against the committed schema.
 fn lifecycle(result: &RunResult) -> &LifecycleReport {
     let report = result.lifecycle.as_ref().expect("a lifecycle report");
-    let schema: serde_json::Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
-    let validator = jsonschema::validator_for(&schema["properties"]["lifecycle"]).unwrap();
     let value = serde_json::to_value(report).unwrap();
     eprintln!("lifecycle: {value}");
-    let errors: Vec<String> = validator
-        .iter_errors(&value)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
+    let errors = common::schema_errors_in("lifecycle", &value);
     assert!(errors.is_empty(), "{errors:?}\n{value:#}");
     report
 }

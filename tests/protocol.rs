@@ -382,12 +382,7 @@ fn a_cli_report_with_protocol_options_matches_the_schema() {
     assert!(stdout.contains("offline    clean: 2 went away"), "{stdout}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-    let schema: serde_json::Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(&report)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
+    let errors = common::schema_errors(&report);
     assert!(errors.is_empty(), "{errors:#?}");
     let keep = &report["groups"][0]["protocol_options"];
     assert_eq!(keep["offline"]["periods"], 2, "{keep}");

@@ -25,9 +25,9 @@ pub fn identities(plan: &Plan, dir: &Path) -> Vec<Arc<Fleet>> {
         .collect()
 }
 
-/// Runs `plan`'s fleet against `endpoint` to its end on a runtime of its own (two workers, as
-/// on the 2-core reference machine, whatever the CI machine has), with nobody watching the
-/// snapshots and no control lines.
+/// Runs `plan`'s fleet against `endpoint` to its end (at most 2 minutes) on a runtime of its
+/// own (two workers, as on the 2-core reference machine, whatever the CI machine has), with
+/// nobody watching the snapshots and no control lines.
 pub fn run_fleet(plan: &Plan, fleets: Vec<Arc<Fleet>>, endpoint: Endpoint) -> RunResult {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -35,14 +35,22 @@ pub fn run_fleet(plan: &Plan, fleets: Vec<Arc<Fleet>>, endpoint: Endpoint) -> Ru
         .build()
         .unwrap();
     let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-    rt.block_on(fleet::run(
-        plan,
-        fleets,
-        endpoint,
-        tokio_util::sync::CancellationToken::new(),
-        tx,
-        &Default::default(),
-    ))
+    rt.block_on(async {
+        // Bounded: the tests' scenarios last seconds; a hang fails instead of blocking CI.
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            fleet::run(
+                plan,
+                fleets,
+                endpoint,
+                tokio_util::sync::CancellationToken::new(),
+                tx,
+                &Default::default(),
+            ),
+        )
+        .await
+        .expect("the run ends within 2 minutes")
+    })
 }
 
 /// Probes `broker` once with the first identity, with the TLS choices and backend the run
@@ -70,9 +78,19 @@ pub fn probe_and_run(
 /// Where `report` breaks report.schema.json (empty: valid).
 pub fn schema_errors(report: &Value) -> Vec<String> {
     let schema: Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    errors(&schema, report)
+}
+
+/// Where `value` breaks the schema of the report's top-level property `part` (empty: valid).
+pub fn schema_errors_in(part: &str, value: &Value) -> Vec<String> {
+    let schema: Value = serde_json::from_str(thingswarm::report::SCHEMA_JSON).unwrap();
+    errors(&schema["properties"][part], value)
+}
+
+fn errors(schema: &Value, value: &Value) -> Vec<String> {
+    let validator = jsonschema::validator_for(schema).expect("the schema compiles");
     validator
-        .iter_errors(report)
+        .iter_errors(value)
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect()
 }
