@@ -11,7 +11,8 @@
 //! so `client_ms` is rustls's and aws-lc's share of `connect_storm`'s `ramp_cpu_ms_per_connect`:
 //! the rest of that figure is sockets, the kernel's loopback TCP, tokio and MQTT. The cells
 //! differ in what the broker would choose: mosquitto prefers TLS_AES_256_GCM_SHA384 (server
-//! order) with a P-256 certificate; AWS IoT's endpoints present RSA-2048 chains.
+//! order) with a P-256 certificate; AWS IoT Core presents an RSA or an ECC chain depending on
+//! the negotiated suite.
 
 use std::path::Path;
 use std::sync::Arc;
