@@ -94,14 +94,15 @@ fn main() {
 
 /// Client time per handshake in one cell: the median of ten batches, and the fastest batch.
 fn measure(cell: &Cell, fleet: &Fleet, dir: &Path, rounds: u32) -> serde_json::Value {
-    let server = server_config(cell.server_key, fleet, dir);
+    let (server, server_ca) = server_config(cell.server_key, fleet, dir);
     let options = TlsOptions {
         versions: vec![cell.version],
         suites: vec![cell.suite.to_string()],
         ..Default::default()
     };
-    let ca = thingswarm::identity::read_pem_certs(&dir.join("server-ca.pem"), None).unwrap();
-    let trust = ServerTrust::roots(&ca).unwrap().with_options(&options);
+    let trust = ServerTrust::roots(&[server_ca])
+        .unwrap()
+        .with_options(&options);
     let name = ServerName::try_from("localhost").unwrap();
 
     // Warm-up: the chain cache fills, as it does on a fleet's first connect.
@@ -184,8 +185,12 @@ fn handshake(
 /// A broker's side: a fresh throwaway chain of `key` type, client certificates required and
 /// verified against the fleet's root. Each cell's client offers one suite, so the server's
 /// order does not matter. No session tickets: the loop ends with the handshake, and a device
-/// has resumption off anyway.
-fn server_config(key: Algorithm, fleet: &Fleet, dir: &Path) -> Arc<ServerConfig> {
+/// has resumption off anyway. Returns the config and the CA that devices trust for it.
+fn server_config(
+    key: Algorithm,
+    fleet: &Fleet,
+    dir: &Path,
+) -> (Arc<ServerConfig>, CertificateDer<'static>) {
     let id = server_identity_with(dir, key).unwrap();
     let chain: Vec<CertificateDer<'static>> =
         thingswarm::identity::read_pem_certs(&id.cert_pem, None).unwrap();
@@ -201,5 +206,5 @@ fn server_config(key: Algorithm, fleet: &Fleet, dir: &Path) -> Arc<ServerConfig>
         .with_single_cert(chain, key)
         .unwrap();
     config.send_tls13_tickets = 0;
-    Arc::new(config)
+    (Arc::new(config), id.ca_der)
 }
